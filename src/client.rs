@@ -1,0 +1,450 @@
+//! The `Tracia` client: configuration, validation, and the non-streaming call.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry_http::HeaderInjector;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use secrecy::{ExposeSecret, SecretString};
+use tracing::Instrument;
+
+use crate::chat::{ChatRequest, ChatResponse, ChatWire};
+use crate::config::{capture_content_from, env};
+use crate::error::{Error, ErrorCode, Result};
+use crate::ids;
+use crate::message::Role;
+use crate::openai::OpenAiChat;
+use crate::pricing;
+use crate::provider::Provider;
+use crate::run::{RunLocal, RunResult, assistant_message};
+use crate::semconv::SemconvMode;
+use crate::session::Session;
+use crate::span::{CallSpan, Placement, SpanSettings, SpanStart};
+use crate::stream::RunStream;
+use crate::transport;
+use crate::variables;
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+const OPENAI_DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// The Tracia client: runs LLM calls, each one an OpenTelemetry GenAI span.
+///
+/// Cheap to clone (an `Arc` inside); build one and share it.
+///
+/// ```no_run
+/// use tracia::{RunLocal, Tracia};
+/// # async fn demo() -> Result<(), tracia::Error> {
+/// let tracia = Tracia::from_env()?;
+/// let result = tracia
+///     .run_local(RunLocal::new("gpt-4o").system("You are terse.").user("Hello {{name}}")
+///         .variable("name", "Ada").temperature(0.2))
+///     .await?;
+/// println!("{} (span {}, trace {})", result.text, result.span_id, result.trace_id);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Tracia {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    api_keys: HashMap<Provider, SecretString>,
+    base_urls: HashMap<Provider, reqwest::Url>,
+    timeout: Duration,
+    span_settings: SpanSettings,
+}
+
+/// Builds a [`Tracia`] client. Anything not set in code falls back to the environment
+/// variables of the crate docs, unless [`TraciaBuilder::without_env`] is called.
+///
+/// ```
+/// use tracia::{Provider, Tracia};
+/// let tracia = Tracia::builder()
+///     .without_env()
+///     .with_api_key(Provider::OpenAi, "sk-test")
+///     .with_base_url(Provider::OpenAi, "http://127.0.0.1:8080/v1")
+///     .with_capture_content(false)
+///     .build()
+///     .unwrap();
+/// # drop(tracia);
+/// ```
+#[derive(Debug, Default)]
+pub struct TraciaBuilder {
+    api_keys: HashMap<Provider, SecretString>,
+    base_urls: HashMap<Provider, String>,
+    timeout: Option<Duration>,
+    capture_content: Option<bool>,
+    semconv: Option<SemconvMode>,
+    http: Option<reqwest::Client>,
+    no_env: bool,
+}
+
+impl TraciaBuilder {
+    /// The API key of a provider (instead of its environment variable).
+    pub fn with_api_key(mut self, provider: Provider, key: impl Into<String>) -> Self {
+        self.api_keys.insert(provider, SecretString::from(key.into()));
+        self
+    }
+
+    /// The base URL of a provider, e.g. an OpenAI-compatible server's `http://host/v1`.
+    pub fn with_base_url(mut self, provider: Provider, url: impl Into<String>) -> Self {
+        self.base_urls.insert(provider, url.into());
+        self
+    }
+
+    /// The default timeout of a call (120 s unless set).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Whether message content (prompts, answers, tool schemas, variables) goes on spans.
+    pub fn with_capture_content(mut self, capture: bool) -> Self {
+        self.capture_content = Some(capture);
+        self
+    }
+
+    /// Which GenAI semantic-convention version the spans follow.
+    pub fn with_semconv(mut self, mode: SemconvMode) -> Self {
+        self.semconv = Some(mode);
+        self
+    }
+
+    /// The HTTP client for provider calls (proxies, TLS settings).
+    pub fn with_http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Ignores the environment: only what is set in code counts.
+    pub fn without_env(mut self) -> Self {
+        self.no_env = true;
+        self
+    }
+
+    /// Builds the client; fails with `INVALID_REQUEST` naming a bad base URL.
+    pub fn build(self) -> Result<Tracia> {
+        let from_env = |name: &str| if self.no_env { None } else { env(name) };
+        let mut api_keys = self.api_keys;
+        for provider in [Provider::OpenAi, Provider::Anthropic, Provider::Google, Provider::AmazonBedrock, Provider::Voyage] {
+            if let (false, Some(key)) = (api_keys.contains_key(&provider), from_env(provider.api_key_env())) {
+                api_keys.insert(provider, SecretString::from(key));
+            }
+        }
+        let mut base_urls = HashMap::new();
+        let openai = self
+            .base_urls
+            .get(&Provider::OpenAi)
+            .cloned()
+            .or_else(|| from_env("OPENAI_BASE_URL"))
+            .unwrap_or_else(|| OPENAI_DEFAULT_BASE_URL.to_owned());
+        base_urls.insert(Provider::OpenAi, parse_base_url(&openai)?);
+        for (provider, url) in &self.base_urls {
+            base_urls.insert(*provider, parse_base_url(url)?);
+        }
+        let capture_content = self.capture_content.unwrap_or_else(|| {
+            capture_content_from(from_env("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT").as_deref())
+        });
+        let semconv = self
+            .semconv
+            .unwrap_or_else(|| SemconvMode::from_opt_in(from_env("OTEL_SEMCONV_STABILITY_OPT_IN").as_deref()));
+        let http = match self.http {
+            Some(client) => client,
+            None => reqwest::Client::builder()
+                .user_agent(concat!("tracia-rust/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| Error::new(ErrorCode::Unknown, format!("cannot build the HTTP client: {e}")))?,
+        };
+        Ok(Tracia {
+            inner: Arc::new(Inner {
+                http,
+                api_keys,
+                base_urls,
+                timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
+                span_settings: SpanSettings { capture_content, semconv },
+            }),
+        })
+    }
+}
+
+fn parse_base_url(url: &str) -> Result<reqwest::Url> {
+    reqwest::Url::parse(url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| Error::invalid(format!("Invalid base URL '{url}': expected an http(s) URL")))
+}
+
+/// A validated call, its span started, ready to send.
+pub(crate) struct PreparedCall {
+    pub request: reqwest::RequestBuilder,
+    pub state: CallState,
+}
+
+/// What a call needs after its request went out.
+pub(crate) struct CallState {
+    pub call: CallSpan,
+    pub wire: &'static dyn ChatWire,
+    pub provider: Provider,
+    pub model: String,
+    pub timeout: Duration,
+    pub started: Instant,
+}
+
+impl CallState {
+    /// Builds the result from a decoded response and records it on the span;
+    /// `cut_off` marks a stream that did not reach its end.
+    pub fn finish(&self, response: ChatResponse, cut_off: bool, aborted: bool) -> RunResult {
+        let finish = response.finish();
+        let usage = response.usage.unwrap_or_default();
+        let cost = response.usage.as_ref().and_then(|u| pricing::cost_usd(&self.model, u));
+        self.call.record_response(&response, finish, cut_off, cost);
+        RunResult {
+            message: assistant_message(&response.text, &response.tool_calls),
+            span_id: ids::format_span_id(self.call.span_id),
+            trace_id: ids::format_trace_id(self.call.trace_id),
+            latency_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            usage,
+            cost,
+            provider: self.provider,
+            model: self.model.clone(),
+            response_model: response.model,
+            response_id: response.id,
+            finish_reason: finish,
+            tool_calls: response.tool_calls,
+            text: response.text,
+            aborted,
+        }
+    }
+}
+
+impl Tracia {
+    /// A client configured from the environment (see the crate docs for the variables).
+    pub fn from_env() -> Result<Self> {
+        Self::builder().build()
+    }
+
+    /// A builder; see [`TraciaBuilder`].
+    pub fn builder() -> TraciaBuilder {
+        TraciaBuilder::default()
+    }
+
+    /// Calls the model and waits for the whole answer.
+    ///
+    /// The call is a CLIENT span `chat {model}` carrying the GenAI attributes; the result
+    /// carries that span's ids. Invalid input fails with `INVALID_REQUEST` before any
+    /// request is sent.
+    ///
+    /// ```no_run
+    /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// let result = tracia.run_local(tracia::RunLocal::new("gpt-4o-mini").user("Say hi")).await?;
+    /// assert!(!result.span_id.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_local(&self, input: RunLocal) -> Result<RunResult> {
+        let prepared = self.prepare(input, false, Placement::default())?;
+        let span = prepared.state.call.span.clone();
+        execute(prepared).instrument(span).await
+    }
+
+    /// Calls the model and streams the answer; see [`RunStream`].
+    ///
+    /// Resolves once the provider has accepted the request (so a 401 or 429 fails here),
+    /// and the stream then yields text chunks.
+    ///
+    /// ```no_run
+    /// use futures::StreamExt;
+    /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// let mut stream = tracia.run_local_stream(tracia::RunLocal::new("gpt-4o").user("Count to 5")).await?;
+    /// while let Some(chunk) = stream.next().await {
+    ///     print!("{}", chunk?);
+    /// }
+    /// let result = stream.finish().await?;
+    /// println!("\n{} tokens", result.usage.total_tokens);
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_local_stream(&self, input: RunLocal) -> Result<RunStream> {
+        self.run_local_stream_at(input, Placement::default()).await
+    }
+
+    pub(crate) async fn run_local_at(&self, input: RunLocal, placement: Placement) -> Result<RunResult> {
+        let prepared = self.prepare(input, false, placement)?;
+        let span = prepared.state.call.span.clone();
+        execute(prepared).instrument(span).await
+    }
+
+    pub(crate) async fn run_local_stream_at(&self, input: RunLocal, placement: Placement) -> Result<RunStream> {
+        let prepared = self.prepare(input, true, placement)?;
+        RunStream::open(prepared).await
+    }
+
+    /// A session: calls chained into one trace, each the child of the previous one.
+    ///
+    /// ```no_run
+    /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// let session = tracia.create_session();
+    /// let first = session.run_local(tracia::RunLocal::new("gpt-4o").user("Hi")).await?;
+    /// let second = session.run_local(tracia::RunLocal::new("gpt-4o").user("Again")).await?;
+    /// assert_eq!(first.trace_id, second.trace_id);
+    /// # Ok(()) }
+    /// ```
+    pub fn create_session(&self) -> Session {
+        Session::new(self.clone(), None, None)
+    }
+
+    /// A session continuing an existing trace, e.g. from a previous HTTP request, with
+    /// the next call the child of `parent_span_id` when given.
+    ///
+    /// ```
+    /// # fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// let session = tracia.create_session_from("tr_0123456789abcdef", Some("sp_0123456789abcdef"))?;
+    /// assert_eq!(session.trace_id().as_deref(), Some("tr_0123456789abcdef"));
+    /// # Ok(()) }
+    /// ```
+    pub fn create_session_from(&self, trace_id: &str, parent_span_id: Option<&str>) -> Result<Session> {
+        let trace = ids::parse_trace_id(trace_id)?;
+        let parent = parent_span_id.map(ids::parse_span_id).transpose()?;
+        Ok(Session::new(self.clone(), Some(trace), parent))
+    }
+
+    /// Waits until every span ended so far has been exported by the pipeline that
+    /// [`crate::telemetry`] installed. Safe on any runtime flavour: the blocking flush
+    /// runs on a blocking thread.
+    ///
+    /// ```no_run
+    /// # async fn demo(tracia: tracia::Tracia) {
+    /// tracia.flush().await;
+    /// # }
+    /// ```
+    pub async fn flush(&self) {
+        crate::telemetry::flush_installed().await;
+    }
+
+    fn prepare(&self, mut input: RunLocal, stream: bool, session: Placement) -> Result<PreparedCall> {
+        let placement = self.validate(&input, session)?;
+        let provider = Provider::resolve(&input.model, input.provider)?;
+        let wire: &'static dyn ChatWire = match provider {
+            Provider::OpenAi => &OpenAiChat,
+            other => {
+                return Err(Error::new(
+                    ErrorCode::UnsupportedModel,
+                    format!("Provider '{other}' (model '{}') is not supported by this version of tracia yet", input.model),
+                ));
+            }
+        };
+        let key = input
+            .provider_api_key
+            .take()
+            .or_else(|| self.inner.api_keys.get(&provider).cloned())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::MissingProviderApiKey,
+                    format!(
+                        "No API key found for provider '{provider}'. Set the {} environment variable or pass provider_api_key parameter.",
+                        provider.api_key_env()
+                    ),
+                )
+            })?;
+        let base = &self.inner.base_urls[&provider];
+        let messages = variables::interpolate(&input.messages, &input.variables);
+        let send = input.send_trace.unwrap_or(true);
+        let call = CallSpan::start(
+            SpanStart { provider, server: base, input: &input, messages: &messages, stream, send, placement },
+            self.inner.span_settings,
+        );
+        let chat = ChatRequest {
+            model: &input.model,
+            messages: &messages,
+            temperature: input.temperature,
+            top_p: input.top_p,
+            max_output_tokens: input.max_output_tokens,
+            stop_sequences: &input.stop_sequences,
+            tools: &input.tools,
+            tool_choice: input.tool_choice.as_ref(),
+            response_format: input.response_format.as_ref(),
+            stream,
+            custom: input.custom_options.get(&provider),
+        };
+        let mut headers = http::HeaderMap::new();
+        TraceContextPropagator::new().inject_context(&call.context, &mut HeaderInjector(&mut headers));
+        let request = self
+            .inner
+            .http
+            .post(wire.chat_url(base.as_str(), &chat))
+            .headers(headers)
+            .json(&wire.encode(&chat));
+        let request = wire.authorize(request, key.expose_secret());
+        Ok(PreparedCall {
+            request,
+            state: CallState {
+                call,
+                wire,
+                provider,
+                model: input.model,
+                timeout: input.timeout.unwrap_or(self.inner.timeout),
+                started: Instant::now(),
+            },
+        })
+    }
+
+    /// The checks that fail before any I/O, and where the span goes.
+    fn validate(&self, input: &RunLocal, session: Placement) -> Result<Placement> {
+        if input.model.trim().is_empty() {
+            return Err(Error::invalid("model is required and cannot be empty"));
+        }
+        if input.messages.is_empty() {
+            return Err(Error::invalid("messages is required and cannot be empty"));
+        }
+        if let Some(i) = input
+            .messages
+            .iter()
+            .position(|m| m.role == Role::Tool && m.tool_call_id.as_deref().is_none_or(str::is_empty))
+        {
+            return Err(Error::invalid(format!("Tool messages must have tool_call_id (message {i})")));
+        }
+        variables::validate(&input.messages, &input.variables)?;
+        let mut placement = session;
+        if let Some(id) = &input.span_id {
+            placement.span_id = Some(ids::parse_span_id(id)?);
+        }
+        if let Some(id) = &input.trace_id {
+            placement.trace_id = Some(ids::parse_trace_id(id)?);
+        }
+        if let Some(id) = &input.parent_span_id {
+            placement.parent_span_id = Some(ids::parse_span_id(id)?);
+        }
+        let ambient_trace = opentelemetry::trace::TraceContextExt::span(&opentelemetry::Context::current())
+            .span_context()
+            .is_valid();
+        if placement.parent_span_id.is_some() && placement.trace_id.is_none() && !ambient_trace {
+            return Err(Error::invalid(
+                "parent_span_id needs trace_id (or an active trace) to place the span in its trace",
+            ));
+        }
+        Ok(placement)
+    }
+}
+
+/// Sends a non-streaming call and records its outcome on the span.
+async fn execute(PreparedCall { request, state }: PreparedCall) -> Result<RunResult> {
+    let timeout = state.timeout;
+    let outcome = tokio::time::timeout(timeout, async {
+        let response = transport::send(request, state.wire, state.provider, timeout).await?;
+        let body = response.bytes().await.map_err(|e| transport::transport_error(e, timeout))?;
+        state.wire.decode(&body).map_err(|msg| {
+            Error::new(ErrorCode::ProviderError, format!("LLM provider error: {msg}"))
+        })
+    })
+    .await
+    .unwrap_or_else(|_| Err(transport::timeout_error(timeout)));
+    match outcome {
+        Ok(response) => Ok(state.finish(response, false, false)),
+        Err(error) => {
+            state.call.record_error(&error);
+            Err(error)
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! # tracia
+//!
+//! The OpenTelemetry-native Rust SDK for LLM calls, with [Tracia](https://tracia.io)
+//! prompt management and tracing.
+//!
+//! Every call is a `tracing` span carrying the OpenTelemetry GenAI semantic-convention
+//! attributes; [`telemetry`] bridges it through `tracing-opentelemetry` to a batching
+//! `SdkTracerProvider` that exports to any OTLP backend (Jaeger, `tracia-collector`),
+//! to Tracia's REST API, or to both. Calls made inside your own `#[instrument]` spans
+//! become their children, so the app and its LLM calls form one trace.
+//!
+//! ```no_run
+//! use tracia::{RunLocal, Tracia};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let telemetry = tracia::telemetry::init()?; // OTLP to localhost:4318 unless configured
+//!     let tracia = Tracia::from_env()?;
+//!     let result = tracia
+//!         .run_local(RunLocal::new("gpt-4o").system("You are terse.").user("Hello {{name}}")
+//!             .variable("name", "Ada").temperature(0.2))
+//!         .await?;
+//!     println!("{} (span {}, trace {})", result.text, result.span_id, result.trace_id);
+//!     telemetry.flush().await;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## Environment variables
+//!
+//! Everything here can also be set in code ([`TraciaBuilder`], [`telemetry::builder`]);
+//! code wins.
+//!
+//! | Variable | Default | Meaning |
+//! |---|---|---|
+//! | `OPENAI_API_KEY` | — | OpenAI key (or `RunLocal::provider_api_key`) |
+//! | `OPENAI_BASE_URL` | `https://api.openai.com/v1` | OpenAI or any OpenAI-compatible server |
+//! | `ANTHROPIC_API_KEY`, `GOOGLE_API_KEY`, `BEDROCK_API_KEY`, `VOYAGE_API_KEY` | — | other providers' keys |
+//! | `TRACIA_API_KEY` | — | when set, GenAI spans are also exported to Tracia |
+//! | `TRACIA_BASE_URL` | `https://app.tracia.io` | Tracia API (or `tracia-collector`) |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | `http://localhost:4318` | OTLP/HTTP base URL; `/v1/traces` is appended |
+//! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` | — | OTLP/HTTP traces URL, used as is |
+//! | `OTEL_EXPORTER_OTLP_HEADERS` | — | `k=v,k2=v2` headers for the OTLP backend |
+//! | `OTEL_EXPORTER_OTLP_PROTOCOL` | `http/protobuf` | or `http/json` |
+//! | `OTEL_EXPORTER_OTLP_TIMEOUT` | `10000` | per export request, in ms |
+//! | `OTEL_SERVICE_NAME` | `unknown_service` | `service.name` of the resource |
+//! | `OTEL_SDK_DISABLED` | `false` | `true` turns the pipeline off (calls still work) |
+//! | `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` | on | `NO_CONTENT`/`false` keeps prompts and answers off spans |
+//! | `OTEL_SEMCONV_STABILITY_OPT_IN` | v1.41 | `gen_ai_latest_experimental` emits the latest GenAI names |
+//! | `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | 2048, 5000, 512 | batch processor |
+//! | `RUST_LOG` | `info` (spans), `warn` (logs) | which spans are exported; Tracia's always are |
+//!
+//! With no exporter configured, spans go by OTLP to `http://localhost:4318`, where
+//! `tracia-collector` listens; with only `TRACIA_API_KEY`, they go to Tracia only.
+//!
+//! ## Span ids
+//!
+//! [`RunResult::span_id`] is the exported OpenTelemetry span id in Tracia form
+//! (`sp_` + 16 hex); [`RunResult::trace_id`] is the trace id as `tr_` + 16 hex when its
+//! upper half is zero (ids made by [`TraciaIdGenerator`]) and `tr_` + 32 hex otherwise.
+//! A caller's `span_id` is honoured when the provider uses [`TraciaIdGenerator`]
+//! (as [`telemetry`] sets up).
+#![deny(missing_docs)]
+
+mod chat;
+mod client;
+mod config;
+mod error;
+mod export;
+mod ids;
+mod message;
+mod openai;
+mod pricing;
+mod provider;
+mod run;
+mod semconv;
+mod session;
+mod span;
+mod stream;
+pub mod telemetry;
+mod tracia_exporter;
+mod transport;
+mod usage;
+mod variables;
+
+pub use client::{Tracia, TraciaBuilder};
+pub use error::{Error, ErrorCode};
+pub use export::{ExportFailure, ExportStats};
+pub use ids::TraciaIdGenerator;
+pub use message::{Content, ContentPart, Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolDefinition};
+pub use pricing::pricing_source;
+pub use provider::Provider;
+pub use run::{FinishReason, RunLocal, RunResult};
+pub use semconv::SemconvMode;
+pub use session::Session;
+pub use stream::{AbortHandle, RunStream};
+pub use telemetry::{TelemetryBuilder, TelemetryGuard};
+pub use tracia_exporter::{TraciaExporter, TraciaExporterBuilder};
+pub use usage::Usage;

@@ -1,0 +1,248 @@
+//! OpenTelemetry GenAI semantic-convention keys (v1.41, with the "latest" opt-in) and
+//! the JSON shapes of the content attributes, both ways: the exporter to Tracia reads
+//! the messages back from the span, so the span is the one source of truth.
+
+use serde_json::{Value, json};
+
+use crate::message::{Content, ContentPart, Message, Role, ToolCall, ToolDefinition};
+
+pub(crate) const OPERATION_NAME: &str = "gen_ai.operation.name";
+pub(crate) const PROVIDER_NAME: &str = "gen_ai.provider.name";
+pub(crate) const REQUEST_MODEL: &str = "gen_ai.request.model";
+pub(crate) const REQUEST_TEMPERATURE: &str = "gen_ai.request.temperature";
+pub(crate) const REQUEST_TOP_P: &str = "gen_ai.request.top_p";
+pub(crate) const REQUEST_MAX_TOKENS: &str = "gen_ai.request.max_tokens";
+pub(crate) const REQUEST_STOP_SEQUENCES: &str = "gen_ai.request.stop_sequences";
+pub(crate) const RESPONSE_MODEL: &str = "gen_ai.response.model";
+pub(crate) const RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
+pub(crate) const USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
+pub(crate) const USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
+pub(crate) const INPUT_MESSAGES: &str = "gen_ai.input.messages";
+pub(crate) const OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
+pub(crate) const TOOL_DEFINITIONS: &str = "gen_ai.tool.definitions";
+pub(crate) const SESSION_ID: &str = "session.id";
+pub(crate) const USER_ID: &str = "user.id";
+pub(crate) const TRACIA_PROVIDER: &str = "tracia.provider";
+pub(crate) const TRACIA_TAGS: &str = "tracia.tags";
+pub(crate) const TRACIA_VARIABLES: &str = "tracia.variables";
+
+/// Which version of the GenAI conventions to emit, from `OTEL_SEMCONV_STABILITY_OPT_IN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SemconvMode {
+    /// semantic-conventions v1.41, what most backends read today.
+    #[default]
+    V1_41,
+    /// `gen_ai_latest_experimental`: the latest draft (e.g. `cache_write` token names).
+    LatestExperimental,
+}
+
+impl SemconvMode {
+    /// Reads `OTEL_SEMCONV_STABILITY_OPT_IN` (comma-separated).
+    pub(crate) fn from_opt_in(value: Option<&str>) -> Self {
+        let latest = value
+            .unwrap_or_default()
+            .split(',')
+            .any(|v| v.trim() == "gen_ai_latest_experimental");
+        if latest {
+            Self::LatestExperimental
+        } else {
+            Self::V1_41
+        }
+    }
+}
+
+fn role_str(role: Role) -> &'static str {
+    role.as_str()
+}
+
+/// `gen_ai.input.messages`: Tracia messages as semconv `ChatMessage`s.
+pub(crate) fn input_messages(messages: &[Message]) -> String {
+    let out: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let parts: Vec<Value> = if m.role == Role::Tool {
+                vec![json!({
+                    "type": "tool_call_response",
+                    "id": m.tool_call_id,
+                    "response": m.content.text(),
+                })]
+            } else {
+                content_parts(&m.content)
+            };
+            let mut msg = json!({"role": role_str(m.role), "parts": parts});
+            if let Some(name) = &m.tool_name {
+                msg["name"] = name.as_str().into();
+            }
+            msg
+        })
+        .collect();
+    Value::Array(out).to_string()
+}
+
+fn content_parts(content: &Content) -> Vec<Value> {
+    match content {
+        Content::Text(t) => vec![json!({"type": "text", "content": t})],
+        Content::Parts(parts) => parts
+            .iter()
+            .map(|p| match p {
+                ContentPart::Text { text } => json!({"type": "text", "content": text}),
+                ContentPart::ToolCall(c) => tool_call_part(c),
+            })
+            .collect(),
+    }
+}
+
+fn tool_call_part(call: &ToolCall) -> Value {
+    json!({"type": "tool_call", "id": call.id, "name": call.name, "arguments": call.arguments})
+}
+
+/// `gen_ai.output.messages`: the one choice as a semconv `OutputMessage`.
+pub(crate) fn output_messages(text: &str, tool_calls: &[ToolCall], finish_reason: &str) -> String {
+    let mut parts = Vec::new();
+    if !text.is_empty() {
+        parts.push(json!({"type": "text", "content": text}));
+    }
+    parts.extend(tool_calls.iter().map(tool_call_part));
+    json!([{"role": "assistant", "parts": parts, "finish_reason": finish_reason}]).to_string()
+}
+
+/// `gen_ai.tool.definitions`.
+pub(crate) fn tool_definitions(tools: &[ToolDefinition]) -> String {
+    let out: Vec<Value> = tools
+        .iter()
+        .map(|t| {
+            let mut v = json!({"type": "function", "name": t.name, "parameters": t.parameters});
+            if let Some(d) = &t.description {
+                v["description"] = d.as_str().into();
+            }
+            v
+        })
+        .collect();
+    Value::Array(out).to_string()
+}
+
+/// Reads `gen_ai.input.messages` back into Tracia messages (for the Tracia exporter).
+pub(crate) fn messages_from_input(json_text: &str) -> Vec<Message> {
+    let Ok(Value::Array(items)) = serde_json::from_str::<Value>(json_text) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|m| {
+            let role = serde_json::from_value::<Role>(m.get("role")?.clone()).ok()?;
+            let parts = m.get("parts")?.as_array()?;
+            let tool_name = m.get("name").and_then(Value::as_str).map(str::to_owned);
+            if role == Role::Tool {
+                let part = parts.first()?;
+                let response = match part.get("response")? {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let id = part.get("id").and_then(Value::as_str).unwrap_or_default();
+                let msg = Message::tool(id, response);
+                return Some(Message { tool_name, ..msg });
+            }
+            let converted: Vec<ContentPart> = parts.iter().filter_map(part_from_semconv).collect();
+            let content = match converted.as_slice() {
+                [ContentPart::Text { text }] => Content::Text(text.clone()),
+                _ => Content::Parts(converted),
+            };
+            Some(Message {
+                tool_name,
+                ..Message::new(role, content)
+            })
+        })
+        .collect()
+}
+
+fn part_from_semconv(part: &Value) -> Option<ContentPart> {
+    match part.get("type")?.as_str()? {
+        "text" => Some(ContentPart::text(part.get("content")?.as_str()?)),
+        "tool_call" => Some(ContentPart::ToolCall(tool_call_from(part)?)),
+        _ => None,
+    }
+}
+
+fn tool_call_from(part: &Value) -> Option<ToolCall> {
+    Some(ToolCall::new(
+        part.get("id").and_then(Value::as_str).unwrap_or_default(),
+        part.get("name")?.as_str()?,
+        part.get("arguments").cloned().unwrap_or_else(|| json!({})),
+    ))
+}
+
+/// Reads the answer text and tool calls back from `gen_ai.output.messages`.
+pub(crate) fn output_from(json_text: &str) -> (String, Vec<ToolCall>) {
+    let Ok(Value::Array(items)) = serde_json::from_str::<Value>(json_text) else {
+        return (String::new(), Vec::new());
+    };
+    let parts = items
+        .first()
+        .and_then(|m| m.get("parts"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let text = parts
+        .iter()
+        .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+        .filter_map(|p| p.get("content").and_then(Value::as_str))
+        .collect();
+    let calls = parts
+        .iter()
+        .filter(|p| p.get("type").and_then(Value::as_str) == Some("tool_call"))
+        .filter_map(tool_call_from)
+        .collect();
+    (text, calls)
+}
+
+/// Reads `gen_ai.tool.definitions` back into Tracia tool definitions.
+pub(crate) fn tools_from(json_text: &str) -> Vec<ToolDefinition> {
+    let Ok(Value::Array(items)) = serde_json::from_str::<Value>(json_text) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|t| {
+            let mut def = ToolDefinition::new(t.get("name")?.as_str()?);
+            def.description = t.get("description").and_then(Value::as_str).map(str::to_owned);
+            if let Some(p) = t.get("parameters") {
+                def.parameters = p.clone();
+            }
+            Some(def)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_through_the_span_json() {
+        let history = vec![
+            Message::system("You are terse."),
+            Message::user("Weather in Paris?"),
+            Message::assistant(vec![ContentPart::ToolCall(ToolCall::new(
+                "call_1",
+                "get_weather",
+                json!({"city": "Paris"}),
+            ))]),
+            Message::tool("call_1", "rainy, 57°F"),
+        ];
+        let encoded = input_messages(&history);
+        let v: Value = serde_json::from_str(&encoded).unwrap();
+        assert_eq!(
+            v[3],
+            json!({"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1", "response": "rainy, 57°F"}]})
+        );
+        assert_eq!(v[0]["parts"][0], json!({"type": "text", "content": "You are terse."}));
+        assert_eq!(messages_from_input(&encoded), history);
+    }
+
+    #[test]
+    fn output_round_trip() {
+        let calls = vec![ToolCall::new("c", "w", json!({"a": 1}))];
+        let out = output_messages("Let me check.", &calls, "tool_call");
+        assert_eq!(output_from(&out), ("Let me check.".into(), calls));
+    }
+}

@@ -1,0 +1,306 @@
+//! The `tracing` span of one LLM call and what it records: the OpenTelemetry GenAI
+//! attributes, Tracia's fields, and the call's real span and trace ids.
+
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::{Array, KeyValue, StringValue, Value};
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::chat::ChatResponse;
+use crate::error::Error;
+use crate::ids;
+use crate::message::{Message, ResponseFormat, ToolDefinition};
+use crate::provider::Provider;
+use crate::run::{FinishReason, RunLocal};
+use crate::semconv::{self, SemconvMode};
+use crate::usage::Usage;
+
+/// What the span records beyond the required attributes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpanSettings {
+    pub capture_content: bool,
+    pub semconv: SemconvMode,
+}
+
+/// Where the span goes in the trace tree, from explicit ids or a session.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Placement {
+    pub trace_id: Option<TraceId>,
+    pub parent_span_id: Option<SpanId>,
+    pub span_id: Option<SpanId>,
+}
+
+impl Placement {
+    fn is_explicit(&self) -> bool {
+        self.trace_id.is_some() || self.parent_span_id.is_some()
+    }
+}
+
+/// The static facts of a call that its span is created with.
+pub(crate) struct SpanStart<'a> {
+    pub provider: Provider,
+    pub server: &'a reqwest::Url,
+    pub input: &'a RunLocal,
+    /// Messages after interpolation.
+    pub messages: &'a [Message],
+    pub stream: bool,
+    pub send: bool,
+    pub placement: Placement,
+}
+
+/// One call's span, with the ids it was exported under.
+#[derive(Debug)]
+pub(crate) struct CallSpan {
+    pub span: tracing::Span,
+    pub context: opentelemetry::Context,
+    pub span_id: SpanId,
+    pub trace_id: TraceId,
+    settings: SpanSettings,
+}
+
+// Every field is declared here, up front: `record` on an undeclared field is silently lost.
+macro_rules! chat_span {
+    ($($parent:tt)*) => {
+        tracing::info_span!(
+            target: "tracia",
+            $($parent)*
+            "chat",
+            otel.name = Empty,
+            otel.kind = "client",
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+            gen_ai.operation.name = "chat",
+            gen_ai.provider.name = Empty,
+            gen_ai.request.model = Empty,
+            server.address = Empty,
+            server.port = Empty,
+            gen_ai.request.temperature = Empty,
+            gen_ai.request.top_p = Empty,
+            gen_ai.request.max_tokens = Empty,
+            gen_ai.request.stream = Empty,
+            gen_ai.output.type = Empty,
+            gen_ai.response.id = Empty,
+            gen_ai.response.model = Empty,
+            gen_ai.response.time_to_first_chunk = Empty,
+            gen_ai.usage.input_tokens = Empty,
+            gen_ai.usage.output_tokens = Empty,
+            gen_ai.usage.cache_read.input_tokens = Empty,
+            gen_ai.usage.cache_creation.input_tokens = Empty,
+            gen_ai.usage.cache_write.input_tokens = Empty,
+            gen_ai.usage.reasoning.output_tokens = Empty,
+            gen_ai.input.messages = Empty,
+            gen_ai.output.messages = Empty,
+            gen_ai.tool.definitions = Empty,
+            gen_ai.conversation.id = Empty,
+            session.id = Empty,
+            user.id = Empty,
+            error.type = Empty,
+            openai.api.type = Empty,
+            openai.response.system_fingerprint = Empty,
+            openai.response.service_tier = Empty,
+            tracia.provider = Empty,
+            tracia.variables = Empty,
+            tracia.cost_usd = Empty,
+            tracia.stream.aborted = Empty,
+        )
+    };
+}
+
+impl CallSpan {
+    /// Creates the span, places it in the trace and starts it, so its ids are known
+    /// before the request goes out (they go into `traceparent` and the result).
+    pub fn start(start: SpanStart<'_>, settings: SpanSettings) -> Self {
+        let SpanStart { provider, server, input, messages, stream, send, placement } = start;
+        let ambient = opentelemetry::Context::current();
+        let ambient_sc = ambient.span().span_context().clone();
+
+        let span = match (send, placement.is_explicit()) {
+            (false, _) => tracing::Span::none(),
+            // Explicit ids win over the ambient span: start from a clean root.
+            (true, true) => chat_span!(parent: None,),
+            (true, false) => chat_span!(),
+        };
+        let trace_id = placement
+            .trace_id
+            .or_else(|| ambient_sc.is_valid().then(|| ambient_sc.trace_id()));
+        let remote_parent = placement.parent_span_id.zip(trace_id).map(|(parent, trace)| {
+            let sc = SpanContext::new(trace, parent, TraceFlags::SAMPLED, true, TraceState::default());
+            opentelemetry::Context::new().with_remote_span_context(sc)
+        });
+        if let Some(cx) = &remote_parent {
+            // Fails only when no OTel layer sees the span; the fallback ids below cover that.
+            let _ = span.set_parent(cx.clone());
+        }
+
+        let model = input.model.as_str();
+        span.record("otel.name", format!("chat {model}"));
+        span.record("gen_ai.provider.name", provider.otel_name());
+        span.record("gen_ai.request.model", model);
+        span.record("tracia.provider", provider.as_str());
+        if let Some(host) = server.host_str() {
+            span.record("server.address", host);
+        }
+        if let Some(port) = server.port_or_known_default() {
+            span.record("server.port", i64::from(port));
+        }
+        if provider == Provider::OpenAi {
+            span.record("openai.api.type", "chat_completions");
+        }
+        record_request(&span, input, settings, messages);
+        if stream {
+            span.record("gen_ai.request.stream", true);
+        }
+
+        // Starting the span here lets TraciaIdGenerator hand it the requested ids.
+        let root_trace = remote_parent.is_none().then_some(placement.trace_id).flatten();
+        let context = ids::with_next_ids(root_trace, placement.span_id, || span.context());
+        let sc = context.span().span_context().clone();
+        let (span_id, trace_id, context) = if sc.is_valid() {
+            (sc.span_id(), sc.trace_id(), context)
+        } else {
+            // No OpenTelemetry layer sees this span (none installed, or send_trace=false):
+            // the result still gets well-formed ids, and the provider a traceparent that
+            // says "not sampled".
+            let span_id = placement.span_id.unwrap_or_else(ids::random_span_id);
+            let trace_id = trace_id.unwrap_or_else(ids::random_trace_id);
+            let sc = SpanContext::new(trace_id, span_id, TraceFlags::default(), false, TraceState::default());
+            (span_id, trace_id, opentelemetry::Context::new().with_remote_span_context(sc))
+        };
+        Self { span, context, span_id, trace_id, settings }
+    }
+
+    /// Records the time to the first streamed chunk.
+    pub fn record_first_chunk(&self, seconds: f64) {
+        self.span.record("gen_ai.response.time_to_first_chunk", seconds);
+    }
+
+    /// Records a response: complete, or what a cut-off stream had received (`cut_off`),
+    /// whose finish reason is then `error` as the latest semconv asks.
+    pub fn record_response(&self, response: &ChatResponse, finish: FinishReason, cut_off: bool, cost: Option<f64>) {
+        let usage = response.usage.as_ref();
+        let finish_str = if cut_off { "error" } else { finish.otel_str() };
+        let span = &self.span;
+        if let Some(id) = &response.id {
+            span.record("gen_ai.response.id", id.as_str());
+        }
+        if let Some(model) = &response.model {
+            span.record("gen_ai.response.model", model.as_str());
+        }
+        string_array(span, semconv::RESPONSE_FINISH_REASONS, [finish_str]);
+        if let Some(usage) = usage {
+            self.record_usage(usage);
+        }
+        if let Some(cost) = cost {
+            span.record("tracia.cost_usd", cost);
+        }
+        for (key, value) in &response.attributes {
+            span.record(*key, value.as_str());
+        }
+        if self.settings.capture_content {
+            span.record(
+                "gen_ai.output.messages",
+                semconv::output_messages(&response.text, &response.tool_calls, finish_str),
+            );
+        }
+    }
+
+    fn record_usage(&self, usage: &Usage) {
+        let span = &self.span;
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        span.record("gen_ai.usage.input_tokens", n(usage.input_tokens));
+        span.record("gen_ai.usage.output_tokens", n(usage.output_tokens));
+        if let Some(v) = usage.cache_read_input_tokens {
+            span.record("gen_ai.usage.cache_read.input_tokens", n(v));
+        }
+        if let Some(v) = usage.cache_creation_input_tokens {
+            let key = match self.settings.semconv {
+                SemconvMode::V1_41 => "gen_ai.usage.cache_creation.input_tokens",
+                SemconvMode::LatestExperimental => "gen_ai.usage.cache_write.input_tokens",
+            };
+            span.record(key, n(v));
+        }
+        if let Some(v) = usage.reasoning_output_tokens {
+            span.record("gen_ai.usage.reasoning.output_tokens", n(v));
+        }
+    }
+
+    /// Marks the span failed: status, `error.type`, and the exception event.
+    pub fn record_error(&self, error: &Error) {
+        let span = &self.span;
+        span.record("otel.status_code", "error");
+        span.record("otel.status_description", error.to_string());
+        span.record("error.type", error.otel_error_type());
+        span.add_event(
+            "gen_ai.client.operation.exception",
+            vec![
+                KeyValue::new("exception.type", error.code().as_str()),
+                KeyValue::new("exception.message", error.to_string()),
+            ],
+        );
+    }
+
+    /// Marks a stream that the caller stopped (abort or drop).
+    pub fn record_aborted(&self) {
+        self.span.record("tracia.stream.aborted", true);
+    }
+}
+
+fn record_request(span: &tracing::Span, input: &RunLocal, settings: SpanSettings, messages: &[Message]) {
+    if let Some(t) = input.temperature {
+        span.record("gen_ai.request.temperature", t);
+    }
+    if let Some(p) = input.top_p {
+        span.record("gen_ai.request.top_p", p);
+    }
+    if let Some(n) = input.max_output_tokens {
+        span.record("gen_ai.request.max_tokens", i64::from(n));
+    }
+    if !input.stop_sequences.is_empty() {
+        string_array(span, semconv::REQUEST_STOP_SEQUENCES, input.stop_sequences.iter().cloned());
+    }
+    if let Some(format) = &input.response_format {
+        let kind = match format {
+            ResponseFormat::Json | ResponseFormat::JsonSchema { .. } => "json",
+            ResponseFormat::Custom(_) => "text",
+        };
+        span.record("gen_ai.output.type", kind);
+    }
+    if let Some(session) = &input.session_id {
+        span.record("session.id", session.as_str());
+        span.record("gen_ai.conversation.id", session.as_str());
+    }
+    if let Some(user) = &input.user_id {
+        span.record("user.id", user.as_str());
+    }
+    if !input.tags.is_empty() {
+        string_array(span, semconv::TRACIA_TAGS, input.tags.iter().cloned());
+    }
+    if settings.capture_content {
+        span.record("gen_ai.input.messages", semconv::input_messages(messages));
+        if !input.variables.is_empty() {
+            let vars = serde_json::to_string(&input.variables).unwrap_or_default();
+            span.record("tracia.variables", vars);
+        }
+        if !input.tools.is_empty() {
+            span.record("gen_ai.tool.definitions", semconv::tool_definitions(&input.tools));
+        }
+    } else if !input.tools.is_empty() {
+        // Without content capture, names only: the semconv advises against schemas by default.
+        let names: Vec<ToolDefinition> = input
+            .tools
+            .iter()
+            .map(|t| ToolDefinition { description: None, parameters: serde_json::Value::Null, ..t.clone() })
+            .collect();
+        span.record("gen_ai.tool.definitions", semconv::tool_definitions(&names));
+    }
+}
+
+/// `tracing` fields cannot hold arrays; string[] attributes go straight to OpenTelemetry.
+fn string_array<I, S>(span: &tracing::Span, key: &'static str, values: I)
+where
+    I: IntoIterator<Item = S>,
+    S: Into<StringValue>,
+{
+    let values = values.into_iter().map(Into::into).collect();
+    span.set_attribute(key, Value::Array(Array::String(values)));
+}

@@ -1,0 +1,47 @@
+//! Shared integration-test support: fake HTTP servers for the SDK to talk to.
+//!
+//! - [`FakeOpenAi`]: replays recorded provider fixtures (plus hand-made errors,
+//!   delays, truncation and paced SSE streams).
+//! - [`OtlpReceiver`]: an OTLP/HTTP trace receiver (protobuf and JSON).
+//! - [`FakeTracia`]: the Tracia cloud `POST /api/v1/spans` endpoint.
+//!
+//! Every server listens on `127.0.0.1:0` and runs on its **own OS thread with
+//! its own Tokio runtime**. That makes it independent of the test's runtime
+//! flavor, and keeps it answering while the test thread is blocked (for example
+//! in a synchronous `force_flush()` on a current-thread `#[tokio::test]`, which
+//! would otherwise deadlock). Dropping the handle stops the server and aborts
+//! its open connections.
+#![allow(dead_code)]
+
+mod fake_openai;
+mod fake_tracia;
+mod fixtures;
+mod otlp_receiver;
+mod server;
+
+// Not every test file uses every re-export.
+#[allow(unused_imports)]
+pub use fake_openai::{Delivery, FakeOpenAi, Reply, StreamOutcome, openai_error_body};
+#[allow(unused_imports)]
+pub use fake_tracia::{FakeTracia, check_span_payload};
+#[allow(unused_imports)]
+pub use fixtures::{
+    Fixture, fixture_request_body, fixture_response_body, fixtures_dir, load_fixture,
+};
+#[allow(unused_imports)]
+pub use otlp_receiver::{OtlpReceiver, ReceivedEvent, ReceivedSpan};
+#[allow(unused_imports)]
+pub use server::RecordedRequest;
+
+/// How [`OtlpReceiver`] and [`FakeTracia`] answer requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ReceiverMode {
+    /// Accept and store the payload, answer 200.
+    #[default]
+    Ok,
+    /// Answer this HTTP status without storing anything (simulates an outage).
+    Status(u16),
+    /// Never answer; the connection stays open until the client gives up or
+    /// the server is dropped (tests the client's own timeouts).
+    Hang,
+}
