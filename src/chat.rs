@@ -73,11 +73,19 @@ pub(crate) fn parse_arguments(raw: &str) -> Value {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum StreamEvent {
     /// Response id and model, usually from the first chunk.
-    Meta { id: Option<String>, model: Option<String> },
+    Meta {
+        id: Option<String>,
+        model: Option<String>,
+    },
     /// Answer text.
     Text(String),
     /// A fragment of tool call `index`; id and name come with the first fragment.
-    ToolCall { index: usize, id: Option<String>, name: Option<String>, arguments: String },
+    ToolCall {
+        index: usize,
+        id: Option<String>,
+        name: Option<String>,
+        arguments: String,
+    },
     /// The provider's finish reason.
     Finish(String),
     /// Usage so far (later events replace earlier ones, field by field).
@@ -117,7 +125,12 @@ impl StreamAccumulator {
                 return Some(text);
             }
             StreamEvent::Text(_) => {}
-            StreamEvent::ToolCall { index, id, name, arguments } => {
+            StreamEvent::ToolCall {
+                index,
+                id,
+                name,
+                arguments,
+            } => {
                 let call = self.calls.entry(index).or_default();
                 if let Some(id) = id.filter(|s| !s.is_empty()) {
                     call.id = id;
@@ -176,28 +189,41 @@ mod tests {
 
     #[test]
     fn finish_reasons_normalize_like_tracia() {
-        assert_eq!(normalize_finish_reason(Some("length")), FinishReason::MaxTokens);
-        assert_eq!(normalize_finish_reason(Some("tool_use")), FinishReason::ToolCalls);
-        assert_eq!(normalize_finish_reason(Some("content_filter")), FinishReason::Stop);
+        assert_eq!(
+            normalize_finish_reason(Some("length")),
+            FinishReason::MaxTokens
+        );
+        assert_eq!(
+            normalize_finish_reason(Some("tool_use")),
+            FinishReason::ToolCalls
+        );
+        assert_eq!(
+            normalize_finish_reason(Some("content_filter")),
+            FinishReason::Stop
+        );
         assert_eq!(normalize_finish_reason(None), FinishReason::Stop);
     }
 
     #[test]
     fn tool_call_fragments_assemble_by_index() {
         let mut acc = StreamAccumulator::default();
-        let frag = |index, id: Option<&str>, name: Option<&str>, args: &str| StreamEvent::ToolCall {
-            index,
-            id: id.map(String::from),
-            name: name.map(String::from),
-            arguments: args.into(),
-        };
+        let frag =
+            |index, id: Option<&str>, name: Option<&str>, args: &str| StreamEvent::ToolCall {
+                index,
+                id: id.map(String::from),
+                name: name.map(String::from),
+                arguments: args.into(),
+            };
         acc.push(frag(0, Some("c0"), Some("w"), ""));
         acc.push(frag(1, Some("c1"), Some("t"), "{\"a\""));
         acc.push(frag(0, None, None, "{\"city\":\"Paris\"}"));
         acc.push(frag(1, None, None, ":1}"));
         acc.push(frag(2, Some("c2"), Some("broken"), "{nope"));
         let calls = acc.finish().tool_calls;
-        assert_eq!(calls[0], ToolCall::new("c0", "w", serde_json::json!({"city": "Paris"})));
+        assert_eq!(
+            calls[0],
+            ToolCall::new("c0", "w", serde_json::json!({"city": "Paris"}))
+        );
         assert_eq!(calls[1].arguments, serde_json::json!({"a": 1}));
         assert_eq!(calls[2].arguments, serde_json::json!({}));
     }
@@ -209,7 +235,8 @@ pub(crate) trait ChatWire: Send + Sync + std::fmt::Debug {
     /// The URL of a chat call under `base_url`.
     fn chat_url(&self, base_url: &str, request: &ChatRequest<'_>) -> String;
     /// Adds the provider's authentication to a request.
-    fn authorize(&self, request: reqwest::RequestBuilder, api_key: &str) -> reqwest::RequestBuilder;
+    fn authorize(&self, request: reqwest::RequestBuilder, api_key: &str)
+    -> reqwest::RequestBuilder;
     /// The request body.
     fn encode(&self, request: &ChatRequest<'_>) -> Value;
     /// A complete (non-streaming) response body.

@@ -86,7 +86,8 @@ pub struct TraciaBuilder {
 impl TraciaBuilder {
     /// The API key of a provider (instead of its environment variable).
     pub fn with_api_key(mut self, provider: Provider, key: impl Into<String>) -> Self {
-        self.api_keys.insert(provider, SecretString::from(key.into()));
+        self.api_keys
+            .insert(provider, SecretString::from(key.into()));
         self
     }
 
@@ -130,8 +131,17 @@ impl TraciaBuilder {
     pub fn build(self) -> Result<Tracia> {
         let from_env = |name: &str| if self.no_env { None } else { env(name) };
         let mut api_keys = self.api_keys;
-        for provider in [Provider::OpenAi, Provider::Anthropic, Provider::Google, Provider::AmazonBedrock, Provider::Voyage] {
-            if let (false, Some(key)) = (api_keys.contains_key(&provider), from_env(provider.api_key_env())) {
+        for provider in [
+            Provider::OpenAi,
+            Provider::Anthropic,
+            Provider::Google,
+            Provider::AmazonBedrock,
+            Provider::Voyage,
+        ] {
+            if let (false, Some(key)) = (
+                api_keys.contains_key(&provider),
+                from_env(provider.api_key_env()),
+            ) {
                 api_keys.insert(provider, SecretString::from(key));
             }
         }
@@ -147,17 +157,24 @@ impl TraciaBuilder {
             base_urls.insert(*provider, parse_base_url(url)?);
         }
         let capture_content = self.capture_content.unwrap_or_else(|| {
-            capture_content_from(from_env("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT").as_deref())
+            capture_content_from(
+                from_env("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT").as_deref(),
+            )
         });
-        let semconv = self
-            .semconv
-            .unwrap_or_else(|| SemconvMode::from_opt_in(from_env("OTEL_SEMCONV_STABILITY_OPT_IN").as_deref()));
+        let semconv = self.semconv.unwrap_or_else(|| {
+            SemconvMode::from_opt_in(from_env("OTEL_SEMCONV_STABILITY_OPT_IN").as_deref())
+        });
         let http = match self.http {
             Some(client) => client,
             None => reqwest::Client::builder()
                 .user_agent(concat!("tracia-rust/", env!("CARGO_PKG_VERSION")))
                 .build()
-                .map_err(|e| Error::new(ErrorCode::Unknown, format!("cannot build the HTTP client: {e}")))?,
+                .map_err(|e| {
+                    Error::new(
+                        ErrorCode::Unknown,
+                        format!("cannot build the HTTP client: {e}"),
+                    )
+                })?,
         };
         Ok(Tracia {
             inner: Arc::new(Inner {
@@ -165,7 +182,10 @@ impl TraciaBuilder {
                 api_keys,
                 base_urls,
                 timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
-                span_settings: SpanSettings { capture_content, semconv },
+                span_settings: SpanSettings {
+                    capture_content,
+                    semconv,
+                },
             }),
         })
     }
@@ -200,7 +220,10 @@ impl CallState {
     pub fn finish(&self, response: ChatResponse, cut_off: bool, aborted: bool) -> RunResult {
         let finish = response.finish();
         let usage = response.usage.unwrap_or_default();
-        let cost = response.usage.as_ref().and_then(|u| pricing::cost_usd(&self.model, u));
+        let cost = response
+            .usage
+            .as_ref()
+            .and_then(|u| pricing::cost_usd(&self.model, u));
         self.call.record_response(&response, finish, cut_off, cost);
         RunResult {
             message: assistant_message(&response.text, &response.tool_calls),
@@ -270,13 +293,21 @@ impl Tracia {
         self.run_local_stream_at(input, Placement::default()).await
     }
 
-    pub(crate) async fn run_local_at(&self, input: RunLocal, placement: Placement) -> Result<RunResult> {
+    pub(crate) async fn run_local_at(
+        &self,
+        input: RunLocal,
+        placement: Placement,
+    ) -> Result<RunResult> {
         let prepared = self.prepare(input, false, placement)?;
         let span = prepared.state.call.span.clone();
         execute(prepared).instrument(span).await
     }
 
-    pub(crate) async fn run_local_stream_at(&self, input: RunLocal, placement: Placement) -> Result<RunStream> {
+    pub(crate) async fn run_local_stream_at(
+        &self,
+        input: RunLocal,
+        placement: Placement,
+    ) -> Result<RunStream> {
         let prepared = self.prepare(input, true, placement)?;
         RunStream::open(prepared).await
     }
@@ -304,7 +335,11 @@ impl Tracia {
     /// assert_eq!(session.trace_id().as_deref(), Some("tr_0123456789abcdef"));
     /// # Ok(()) }
     /// ```
-    pub fn create_session_from(&self, trace_id: &str, parent_span_id: Option<&str>) -> Result<Session> {
+    pub fn create_session_from(
+        &self,
+        trace_id: &str,
+        parent_span_id: Option<&str>,
+    ) -> Result<Session> {
         let trace = ids::parse_trace_id(trace_id)?;
         let parent = parent_span_id.map(ids::parse_span_id).transpose()?;
         Ok(Session::new(self.clone(), Some(trace), parent))
@@ -323,7 +358,12 @@ impl Tracia {
         crate::telemetry::flush_installed().await;
     }
 
-    fn prepare(&self, mut input: RunLocal, stream: bool, session: Placement) -> Result<PreparedCall> {
+    fn prepare(
+        &self,
+        mut input: RunLocal,
+        stream: bool,
+        session: Placement,
+    ) -> Result<PreparedCall> {
         let placement = self.validate(&input, session)?;
         let provider = Provider::resolve(&input.model, input.provider)?;
         let wire: &'static dyn ChatWire = match provider {
@@ -331,7 +371,10 @@ impl Tracia {
             other => {
                 return Err(Error::new(
                     ErrorCode::UnsupportedModel,
-                    format!("Provider '{other}' (model '{}') is not supported by this version of tracia yet", input.model),
+                    format!(
+                        "Provider '{other}' (model '{}') is not supported by this version of tracia yet",
+                        input.model
+                    ),
                 ));
             }
         };
@@ -352,7 +395,15 @@ impl Tracia {
         let messages = variables::interpolate(&input.messages, &input.variables);
         let send = input.send_trace.unwrap_or(true);
         let call = CallSpan::start(
-            SpanStart { provider, server: base, input: &input, messages: &messages, stream, send, placement },
+            SpanStart {
+                provider,
+                server: base,
+                input: &input,
+                messages: &messages,
+                stream,
+                send,
+                placement,
+            },
             self.inner.span_settings,
         );
         let chat = ChatRequest {
@@ -369,7 +420,8 @@ impl Tracia {
             custom: input.custom_options.get(&provider),
         };
         let mut headers = http::HeaderMap::new();
-        TraceContextPropagator::new().inject_context(&call.context, &mut HeaderInjector(&mut headers));
+        TraceContextPropagator::new()
+            .inject_context(&call.context, &mut HeaderInjector(&mut headers));
         let request = self
             .inner
             .http
@@ -398,12 +450,12 @@ impl Tracia {
         if input.messages.is_empty() {
             return Err(Error::invalid("messages is required and cannot be empty"));
         }
-        if let Some(i) = input
-            .messages
-            .iter()
-            .position(|m| m.role == Role::Tool && m.tool_call_id.as_deref().is_none_or(str::is_empty))
-        {
-            return Err(Error::invalid(format!("Tool messages must have tool_call_id (message {i})")));
+        if let Some(i) = input.messages.iter().position(|m| {
+            m.role == Role::Tool && m.tool_call_id.as_deref().is_none_or(str::is_empty)
+        }) {
+            return Err(Error::invalid(format!(
+                "Tool messages must have tool_call_id (message {i})"
+            )));
         }
         variables::validate(&input.messages, &input.variables)?;
         let mut placement = session;
@@ -416,9 +468,10 @@ impl Tracia {
         if let Some(id) = &input.parent_span_id {
             placement.parent_span_id = Some(ids::parse_span_id(id)?);
         }
-        let ambient_trace = opentelemetry::trace::TraceContextExt::span(&opentelemetry::Context::current())
-            .span_context()
-            .is_valid();
+        let ambient_trace =
+            opentelemetry::trace::TraceContextExt::span(&opentelemetry::Context::current())
+                .span_context()
+                .is_valid();
         if placement.parent_span_id.is_some() && placement.trace_id.is_none() && !ambient_trace {
             return Err(Error::invalid(
                 "parent_span_id needs trace_id (or an active trace) to place the span in its trace",
@@ -433,9 +486,15 @@ async fn execute(PreparedCall { request, state }: PreparedCall) -> Result<RunRes
     let timeout = state.timeout;
     let outcome = tokio::time::timeout(timeout, async {
         let response = transport::send(request, state.wire, state.provider, timeout).await?;
-        let body = response.bytes().await.map_err(|e| transport::transport_error(e, timeout))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport::transport_error(e, timeout))?;
         state.wire.decode(&body).map_err(|msg| {
-            Error::new(ErrorCode::ProviderError, format!("LLM provider error: {msg}"))
+            Error::new(
+                ErrorCode::ProviderError,
+                format!("LLM provider error: {msg}"),
+            )
         })
     })
     .await

@@ -346,6 +346,9 @@ mod tests {
         let e = Error::new(ErrorCode::ProviderError, "boom").with_status(503);
         assert_eq!(e.to_string(), "[PROVIDER_ERROR] boom (status: 503)");
         assert_eq!(e.otel_error_type(), "503");
-        assert_eq!(Error::new(ErrorCode::Timeout, "t").otel_error_type(), "timeout");
+        assert_eq!(
+            Error::new(ErrorCode::Timeout, "t").otel_error_type(),
+            "timeout"
+        );
     }
 }

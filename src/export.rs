@@ -29,7 +29,9 @@ pub(crate) struct ExportRuntime {
 
 impl ExportRuntime {
     pub fn start() -> std::io::Result<Arc<Self>> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -39,7 +41,10 @@ impl ExportRuntime {
                     let _ = stopped.await;
                 });
             })?;
-        Ok(Arc::new(Self { handle, stop: Some(stop) }))
+        Ok(Arc::new(Self {
+            handle,
+            stop: Some(stop),
+        }))
     }
 
     /// Runs `work` on the export runtime; awaitable from any executor.
@@ -69,7 +74,10 @@ pub(crate) struct BackgroundHttpClient {
 
 #[async_trait::async_trait]
 impl HttpClient for BackgroundHttpClient {
-    async fn send_bytes(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, HttpError> {
+    async fn send_bytes(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, HttpError> {
         let client = self.client.clone();
         let request = reqwest::Request::try_from(request)?;
         let work = async move {
@@ -194,7 +202,11 @@ impl Reporter {
         tracing::warn!(target: "tracia::export", exporter = self.exporter, spans = n, %reason, "spans could not be delivered");
         if let Some(callback) = &self.on_failure {
             // A panicking callback must not take the export thread down with it.
-            let failure = ExportFailure { exporter: self.exporter, spans: n, reason };
+            let failure = ExportFailure {
+                exporter: self.exporter,
+                spans: n,
+                reason,
+            };
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(&failure)));
         }
     }
@@ -216,7 +228,10 @@ impl Reporter {
         let dropped = s.queued.saturating_sub(s.delivered + s.skipped + s.failed);
         if dropped > 0 {
             self.failed.fetch_add(dropped, Ordering::Relaxed);
-            self.report(dropped, "dropped before export (queue full or shut down before delivery)");
+            self.report(
+                dropped,
+                "dropped before export (queue full or shut down before delivery)",
+            );
         }
     }
 }
@@ -261,7 +276,9 @@ pub(crate) struct CountingExporter<E> {
     pub reporter: Arc<Reporter>,
 }
 
-impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter for CountingExporter<E> {
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for CountingExporter<E>
+{
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let n = batch.len() as u64;
         let result = self.inner.export(batch).await;

@@ -146,8 +146,16 @@ mod tests {
         let id = parse_span_id("sp_0123456789ABCDEF").unwrap();
         assert_eq!(format_span_id(id), "sp_0123456789abcdef");
         assert_eq!(parse_span_id("tr_0123456789abcdef").unwrap(), id);
-        for bad in ["sp_123", "0123456789abcdef", "sp_0123456789abcdeg", "sp_0000000000000000"] {
-            assert!(parse_span_id(bad).unwrap_err().is_invalid_request(), "{bad}");
+        for bad in [
+            "sp_123",
+            "0123456789abcdef",
+            "sp_0123456789abcdeg",
+            "sp_0000000000000000",
+        ] {
+            assert!(
+                parse_span_id(bad).unwrap_err().is_invalid_request(),
+                "{bad}"
+            );
         }
     }
 

@@ -87,7 +87,9 @@ pub use client::{Tracia, TraciaBuilder};
 pub use error::{Error, ErrorCode};
 pub use export::{ExportFailure, ExportStats};
 pub use ids::TraciaIdGenerator;
-pub use message::{Content, ContentPart, Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolDefinition};
+pub use message::{
+    Content, ContentPart, Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolDefinition,
+};
 pub use pricing::pricing_source;
 pub use provider::Provider;
 pub use run::{FinishReason, RunLocal, RunResult};

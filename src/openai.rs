@@ -13,7 +13,9 @@ pub(crate) struct OpenAiChat;
 
 /// Reasoning models reject `max_tokens` and take `max_completion_tokens`.
 fn takes_max_completion_tokens(model: &str) -> bool {
-    ["o1", "o3", "o4", "gpt-5"].iter().any(|p| model.starts_with(p))
+    ["o1", "o3", "o4", "gpt-5"]
+        .iter()
+        .any(|p| model.starts_with(p))
 }
 
 fn encode_message(message: &Message) -> Value {
@@ -46,7 +48,10 @@ fn encode_message(message: &Message) -> Value {
             out.insert("content".into(), (*one).into());
         }
         many => {
-            let parts = many.iter().map(|t| json!({"type": "text", "text": t})).collect();
+            let parts = many
+                .iter()
+                .map(|t| json!({"type": "text", "text": t}))
+                .collect();
             out.insert("content".into(), Value::Array(parts));
         }
     }
@@ -72,7 +77,11 @@ impl ChatWire for OpenAiChat {
         format!("{}/chat/completions", base_url.trim_end_matches('/'))
     }
 
-    fn authorize(&self, request: reqwest::RequestBuilder, api_key: &str) -> reqwest::RequestBuilder {
+    fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+        api_key: &str,
+    ) -> reqwest::RequestBuilder {
         request.bearer_auth(api_key)
     }
 
@@ -126,8 +135,13 @@ impl ChatWire for OpenAiChat {
         if let Some(format) = r.response_format {
             let v = match format {
                 ResponseFormat::Json => json!({"type": "json_object"}),
-                ResponseFormat::JsonSchema { schema, name, description } => {
-                    let mut js = json!({"name": name.as_deref().unwrap_or("response"), "schema": schema});
+                ResponseFormat::JsonSchema {
+                    schema,
+                    name,
+                    description,
+                } => {
+                    let mut js =
+                        json!({"name": name.as_deref().unwrap_or("response"), "schema": schema});
                     if let Some(d) = description {
                         js["description"] = d.as_str().into();
                     }
@@ -162,7 +176,11 @@ impl ChatWire for OpenAiChat {
                 .into_iter()
                 .map(|c| {
                     let f = c.function.unwrap_or_default();
-                    ToolCall::new(c.id.unwrap_or_default(), f.name.unwrap_or_default(), parse_arguments(f.arguments.as_deref().unwrap_or("")))
+                    ToolCall::new(
+                        c.id.unwrap_or_default(),
+                        f.name.unwrap_or_default(),
+                        parse_arguments(f.arguments.as_deref().unwrap_or("")),
+                    )
                 })
                 .collect(),
             finish_reason,
@@ -181,7 +199,10 @@ impl ChatWire for OpenAiChat {
         }
         let chunk: WireResponse = serde_json::from_str(data)
             .map_err(|e| format!("invalid JSON in OpenAI stream chunk: {e}"))?;
-        let mut events = vec![StreamEvent::Meta { id: chunk.id, model: chunk.model }];
+        let mut events = vec![StreamEvent::Meta {
+            id: chunk.id,
+            model: chunk.model,
+        }];
         events.extend(
             meta_attributes(chunk.system_fingerprint, chunk.service_tier)
                 .into_iter()
@@ -223,7 +244,10 @@ impl ChatWire for OpenAiChat {
     }
 }
 
-fn meta_attributes(fingerprint: Option<String>, tier: Option<String>) -> Vec<(&'static str, String)> {
+fn meta_attributes(
+    fingerprint: Option<String>,
+    tier: Option<String>,
+) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if let Some(f) = fingerprint {
         out.push(("openai.response.system_fingerprint", f));
@@ -307,7 +331,9 @@ impl WireUsage {
                 .unwrap_or(self.prompt_tokens + self.completion_tokens),
             cache_read_input_tokens: self.prompt_tokens_details.and_then(|d| d.cached_tokens),
             cache_creation_input_tokens: None,
-            reasoning_output_tokens: self.completion_tokens_details.and_then(|d| d.reasoning_tokens),
+            reasoning_output_tokens: self
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens),
         }
     }
 }

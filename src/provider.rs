@@ -125,7 +125,14 @@ impl fmt::Display for Provider {
     }
 }
 
-const BEDROCK_VENDORS: [&str; 6] = ["anthropic.", "amazon.", "meta.", "mistral.", "cohere.", "deepseek."];
+const BEDROCK_VENDORS: [&str; 6] = [
+    "anthropic.",
+    "amazon.",
+    "meta.",
+    "mistral.",
+    "cohere.",
+    "deepseek.",
+];
 const BEDROCK_REGIONS: [&str; 7] = ["us", "eu", "ap", "sa", "ca", "me", "af"];
 
 fn is_bedrock_model(model: &str) -> bool {
@@ -151,52 +158,140 @@ fn registry_provider(model: &str) -> Option<Provider> {
 
 /// The Tracia registry of chat models (Node SDK `MODEL_TO_PROVIDER`): OpenAI.
 pub(crate) const OPENAI_CHAT_MODELS: &[&str] = &[
-    "chatgpt-4o-latest", "gpt-3.5-turbo", "gpt-3.5-turbo-0125", "gpt-3.5-turbo-1106",
-    "gpt-3.5-turbo-16k", "gpt-4", "gpt-4-0125-preview", "gpt-4-1106-preview", "gpt-4-turbo",
-    "gpt-4-turbo-2024-04-09", "gpt-4-turbo-preview", "gpt-4.1", "gpt-4.1-2025-04-14",
-    "gpt-4.1-mini", "gpt-4.1-mini-2025-04-14", "gpt-4.1-nano", "gpt-4.1-nano-2025-04-14",
-    "gpt-4o", "gpt-4o-2024-05-13", "gpt-4o-2024-08-06", "gpt-4o-2024-11-20", "gpt-4o-mini",
-    "gpt-4o-mini-2024-07-18", "gpt-4o-mini-search-preview", "gpt-4o-mini-search-preview-2025-03-11",
-    "gpt-4o-search-preview", "gpt-4o-search-preview-2025-03-11", "gpt-5", "gpt-5-2025-08-07",
-    "gpt-5-chat-latest", "gpt-5-codex", "gpt-5-mini", "gpt-5-mini-2025-08-07", "gpt-5-nano",
-    "gpt-5-nano-2025-08-07", "gpt-5-pro", "gpt-5-pro-2025-10-06", "gpt-5.1", "gpt-5.1-2025-11-13",
-    "gpt-5.1-chat-latest", "gpt-5.1-codex", "gpt-5.1-codex-max", "gpt-5.1-codex-mini", "gpt-5.2",
-    "gpt-5.2-2025-12-11", "gpt-5.2-chat-latest", "gpt-5.2-pro", "gpt-5.2-pro-2025-12-11", "o1",
-    "o1-2024-12-17", "o1-pro", "o1-pro-2025-03-19", "o3", "o3-2025-04-16", "o3-mini",
-    "o3-mini-2025-01-31", "o4-mini", "o4-mini-2025-04-16",
+    "chatgpt-4o-latest",
+    "gpt-3.5-turbo",
+    "gpt-3.5-turbo-0125",
+    "gpt-3.5-turbo-1106",
+    "gpt-3.5-turbo-16k",
+    "gpt-4",
+    "gpt-4-0125-preview",
+    "gpt-4-1106-preview",
+    "gpt-4-turbo",
+    "gpt-4-turbo-2024-04-09",
+    "gpt-4-turbo-preview",
+    "gpt-4.1",
+    "gpt-4.1-2025-04-14",
+    "gpt-4.1-mini",
+    "gpt-4.1-mini-2025-04-14",
+    "gpt-4.1-nano",
+    "gpt-4.1-nano-2025-04-14",
+    "gpt-4o",
+    "gpt-4o-2024-05-13",
+    "gpt-4o-2024-08-06",
+    "gpt-4o-2024-11-20",
+    "gpt-4o-mini",
+    "gpt-4o-mini-2024-07-18",
+    "gpt-4o-mini-search-preview",
+    "gpt-4o-mini-search-preview-2025-03-11",
+    "gpt-4o-search-preview",
+    "gpt-4o-search-preview-2025-03-11",
+    "gpt-5",
+    "gpt-5-2025-08-07",
+    "gpt-5-chat-latest",
+    "gpt-5-codex",
+    "gpt-5-mini",
+    "gpt-5-mini-2025-08-07",
+    "gpt-5-nano",
+    "gpt-5-nano-2025-08-07",
+    "gpt-5-pro",
+    "gpt-5-pro-2025-10-06",
+    "gpt-5.1",
+    "gpt-5.1-2025-11-13",
+    "gpt-5.1-chat-latest",
+    "gpt-5.1-codex",
+    "gpt-5.1-codex-max",
+    "gpt-5.1-codex-mini",
+    "gpt-5.2",
+    "gpt-5.2-2025-12-11",
+    "gpt-5.2-chat-latest",
+    "gpt-5.2-pro",
+    "gpt-5.2-pro-2025-12-11",
+    "o1",
+    "o1-2024-12-17",
+    "o1-pro",
+    "o1-pro-2025-03-19",
+    "o3",
+    "o3-2025-04-16",
+    "o3-mini",
+    "o3-mini-2025-01-31",
+    "o4-mini",
+    "o4-mini-2025-04-16",
 ];
 
 /// The Tracia registry of chat models: Anthropic.
 pub(crate) const ANTHROPIC_CHAT_MODELS: &[&str] = &[
-    "claude-3-haiku-20240307", "claude-3-opus-20240229", "claude-3-7-sonnet-20250219",
-    "claude-4-opus-20250514", "claude-4-sonnet-20250514", "claude-sonnet-4-20250514",
-    "claude-opus-4-20250514", "claude-opus-4-1", "claude-opus-4-1-20250805", "claude-sonnet-4-5",
-    "claude-sonnet-4-5-20250929", "claude-haiku-4-5", "claude-haiku-4-5-20251001", "claude-opus-4-5",
+    "claude-3-haiku-20240307",
+    "claude-3-opus-20240229",
+    "claude-3-7-sonnet-20250219",
+    "claude-4-opus-20250514",
+    "claude-4-sonnet-20250514",
+    "claude-sonnet-4-20250514",
+    "claude-opus-4-20250514",
+    "claude-opus-4-1",
+    "claude-opus-4-1-20250805",
+    "claude-sonnet-4-5",
+    "claude-sonnet-4-5-20250929",
+    "claude-haiku-4-5",
+    "claude-haiku-4-5-20251001",
+    "claude-opus-4-5",
     "claude-opus-4-5-20251101",
 ];
 
 /// The Tracia registry of chat models: Google.
 pub(crate) const GOOGLE_CHAT_MODELS: &[&str] = &[
-    "gemini-2.0-flash", "gemini-2.0-flash-001", "gemini-2.0-flash-exp", "gemini-2.0-flash-lite",
-    "gemini-2.0-flash-lite-001", "gemini-2.5-flash", "gemini-2.5-flash-lite",
-    "gemini-2.5-flash-lite-preview-09-2025", "gemini-2.5-flash-preview-09-2025", "gemini-2.5-pro",
-    "gemini-3-pro-preview", "gemini-3-flash-preview",
+    "gemini-2.0-flash",
+    "gemini-2.0-flash-001",
+    "gemini-2.0-flash-exp",
+    "gemini-2.0-flash-lite",
+    "gemini-2.0-flash-lite-001",
+    "gemini-2.5-flash",
+    "gemini-2.5-flash-lite",
+    "gemini-2.5-flash-lite-preview-09-2025",
+    "gemini-2.5-flash-preview-09-2025",
+    "gemini-2.5-pro",
+    "gemini-3-pro-preview",
+    "gemini-3-flash-preview",
 ];
 
 /// The Tracia registry of chat models: Amazon Bedrock.
 pub(crate) const BEDROCK_CHAT_MODELS: &[&str] = &[
-    "anthropic.claude-haiku-4-5-20251001-v1:0", "anthropic.claude-sonnet-4-20250514-v1:0",
-    "anthropic.claude-sonnet-4-5-20250929-v1:0", "anthropic.claude-opus-4-5-20251101-v1:0",
-    "anthropic.claude-opus-4-6-v1", "amazon.nova-micro-v1:0", "amazon.nova-lite-v1:0",
-    "amazon.nova-pro-v1:0", "mistral.pixtral-large-2502-v1:0",
+    "anthropic.claude-haiku-4-5-20251001-v1:0",
+    "anthropic.claude-sonnet-4-20250514-v1:0",
+    "anthropic.claude-sonnet-4-5-20250929-v1:0",
+    "anthropic.claude-opus-4-5-20251101-v1:0",
+    "anthropic.claude-opus-4-6-v1",
+    "amazon.nova-micro-v1:0",
+    "amazon.nova-lite-v1:0",
+    "amazon.nova-pro-v1:0",
+    "mistral.pixtral-large-2502-v1:0",
 ];
 
 /// The Tracia registry of embedding models.
 pub(crate) const EMBEDDING_MODELS: &[(Provider, &[&str])] = &[
-    (Provider::OpenAi, &["text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"]),
+    (
+        Provider::OpenAi,
+        &[
+            "text-embedding-3-small",
+            "text-embedding-3-large",
+            "text-embedding-ada-002",
+        ],
+    ),
     (Provider::Google, &["text-embedding-004"]),
-    (Provider::AmazonBedrock, &["amazon.titan-embed-text-v2:0", "cohere.embed-english-v3"]),
-    (Provider::Voyage, &["voyage-3", "voyage-3-large", "voyage-3-lite", "voyage-code-3", "voyage-finance-2", "voyage-law-2"]),
+    (
+        Provider::AmazonBedrock,
+        &["amazon.titan-embed-text-v2:0", "cohere.embed-english-v3"],
+    ),
+    (
+        Provider::Voyage,
+        &[
+            "voyage-3",
+            "voyage-3-large",
+            "voyage-3-lite",
+            "voyage-code-3",
+            "voyage-finance-2",
+            "voyage-law-2",
+        ],
+    ),
 ];
 
 #[cfg(test)]
@@ -210,7 +305,10 @@ mod tests {
             + GOOGLE_CHAT_MODELS.len()
             + BEDROCK_CHAT_MODELS.len();
         assert_eq!(chat, 94);
-        assert_eq!(EMBEDDING_MODELS.iter().map(|(_, m)| m.len()).sum::<usize>(), 12);
+        assert_eq!(
+            EMBEDDING_MODELS.iter().map(|(_, m)| m.len()).sum::<usize>(),
+            12
+        );
     }
 
     #[test]
@@ -218,7 +316,10 @@ mod tests {
         let r = |m| Provider::resolve(m, None).map_err(|e| e.code());
         assert_eq!(r("chatgpt-4o-latest"), Ok(Provider::OpenAi));
         assert_eq!(r("text-embedding-004"), Ok(Provider::Google));
-        assert_eq!(r("eu.anthropic.claude-3-haiku"), Ok(Provider::AmazonBedrock));
+        assert_eq!(
+            r("eu.anthropic.claude-3-haiku"),
+            Ok(Provider::AmazonBedrock)
+        );
         assert_eq!(r("meta.llama3"), Ok(Provider::AmazonBedrock));
         assert_eq!(r("o3-pro"), Ok(Provider::OpenAi));
         assert_eq!(r("claude-9"), Ok(Provider::Anthropic));

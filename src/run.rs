@@ -7,7 +7,9 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::message::{Content, ContentPart, Message, ResponseFormat, ToolCall, ToolChoice, ToolDefinition};
+use crate::message::{
+    Content, ContentPart, Message, ResponseFormat, ToolCall, ToolChoice, ToolDefinition,
+};
 use crate::provider::Provider;
 use crate::usage::Usage;
 
@@ -212,7 +214,12 @@ impl RunLocal {
     ///     .custom_option(tracia::Provider::OpenAi, "seed", serde_json::json!(7));
     /// # drop(input);
     /// ```
-    pub fn custom_option(mut self, provider: Provider, key: impl Into<String>, value: Value) -> Self {
+    pub fn custom_option(
+        mut self,
+        provider: Provider,
+        key: impl Into<String>,
+        value: Value,
+    ) -> Self {
         self.custom_options
             .entry(provider)
             .or_default()

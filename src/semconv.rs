@@ -204,7 +204,10 @@ pub(crate) fn tools_from(json_text: &str) -> Vec<ToolDefinition> {
         .iter()
         .filter_map(|t| {
             let mut def = ToolDefinition::new(t.get("name")?.as_str()?);
-            def.description = t.get("description").and_then(Value::as_str).map(str::to_owned);
+            def.description = t
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             if let Some(p) = t.get("parameters") {
                 def.parameters = p.clone();
             }
@@ -235,7 +238,10 @@ mod tests {
             v[3],
             json!({"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1", "response": "rainy, 57°F"}]})
         );
-        assert_eq!(v[0]["parts"][0], json!({"type": "text", "content": "You are terse."}));
+        assert_eq!(
+            v[0]["parts"][0],
+            json!({"type": "text", "content": "You are terse."})
+        );
         assert_eq!(messages_from_input(&encoded), history);
     }
 

@@ -42,10 +42,17 @@ struct Position {
 }
 
 impl Session {
-    pub(crate) fn new(tracia: Tracia, trace_id: Option<TraceId>, last_span_id: Option<SpanId>) -> Self {
+    pub(crate) fn new(
+        tracia: Tracia,
+        trace_id: Option<TraceId>,
+        last_span_id: Option<SpanId>,
+    ) -> Self {
         Self {
             tracia,
-            position: Arc::new(Mutex::new(Position { trace_id, last_span_id })),
+            position: Arc::new(Mutex::new(Position {
+                trace_id,
+                last_span_id,
+            })),
         }
     }
 
@@ -71,7 +78,10 @@ impl Session {
     /// Runs a call as the next turn of the session.
     pub async fn run_local(&self, input: RunLocal) -> Result<RunResult> {
         let result = self.tracia.run_local_at(input, self.placement()).await?;
-        if let (Ok(trace), Ok(span)) = (ids::parse_trace_id(&result.trace_id), ids::parse_span_id(&result.span_id)) {
+        if let (Ok(trace), Ok(span)) = (
+            ids::parse_trace_id(&result.trace_id),
+            ids::parse_span_id(&result.span_id),
+        ) {
             self.advance(trace, span);
         }
         Ok(result)
@@ -81,8 +91,14 @@ impl Session {
     /// opens (its span id is known then), so the next turn chains even if this stream is
     /// dropped early.
     pub async fn run_local_stream(&self, input: RunLocal) -> Result<RunStream> {
-        let stream = self.tracia.run_local_stream_at(input, self.placement()).await?;
-        if let (Ok(trace), Ok(span)) = (ids::parse_trace_id(&stream.trace_id()), ids::parse_span_id(&stream.span_id())) {
+        let stream = self
+            .tracia
+            .run_local_stream_at(input, self.placement())
+            .await?;
+        if let (Ok(trace), Ok(span)) = (
+            ids::parse_trace_id(&stream.trace_id()),
+            ids::parse_span_id(&stream.span_id()),
+        ) {
             self.advance(trace, span);
         }
         Ok(stream)

@@ -110,7 +110,15 @@ impl CallSpan {
     /// Creates the span, places it in the trace and starts it, so its ids are known
     /// before the request goes out (they go into `traceparent` and the result).
     pub fn start(start: SpanStart<'_>, settings: SpanSettings) -> Self {
-        let SpanStart { provider, server, input, messages, stream, send, placement } = start;
+        let SpanStart {
+            provider,
+            server,
+            input,
+            messages,
+            stream,
+            send,
+            placement,
+        } = start;
         let ambient = opentelemetry::Context::current();
         let ambient_sc = ambient.span().span_context().clone();
 
@@ -123,10 +131,19 @@ impl CallSpan {
         let trace_id = placement
             .trace_id
             .or_else(|| ambient_sc.is_valid().then(|| ambient_sc.trace_id()));
-        let remote_parent = placement.parent_span_id.zip(trace_id).map(|(parent, trace)| {
-            let sc = SpanContext::new(trace, parent, TraceFlags::SAMPLED, true, TraceState::default());
-            opentelemetry::Context::new().with_remote_span_context(sc)
-        });
+        let remote_parent = placement
+            .parent_span_id
+            .zip(trace_id)
+            .map(|(parent, trace)| {
+                let sc = SpanContext::new(
+                    trace,
+                    parent,
+                    TraceFlags::SAMPLED,
+                    true,
+                    TraceState::default(),
+                );
+                opentelemetry::Context::new().with_remote_span_context(sc)
+            });
         if let Some(cx) = &remote_parent {
             // Fails only when no OTel layer sees the span; the fallback ids below cover that.
             let _ = span.set_parent(cx.clone());
@@ -152,7 +169,10 @@ impl CallSpan {
         }
 
         // Starting the span here lets TraciaIdGenerator hand it the requested ids.
-        let root_trace = remote_parent.is_none().then_some(placement.trace_id).flatten();
+        let root_trace = remote_parent
+            .is_none()
+            .then_some(placement.trace_id)
+            .flatten();
         let context = ids::with_next_ids(root_trace, placement.span_id, || span.context());
         let sc = context.span().span_context().clone();
         let (span_id, trace_id, context) = if sc.is_valid() {
@@ -163,20 +183,43 @@ impl CallSpan {
             // says "not sampled".
             let span_id = placement.span_id.unwrap_or_else(ids::random_span_id);
             let trace_id = trace_id.unwrap_or_else(ids::random_trace_id);
-            let sc = SpanContext::new(trace_id, span_id, TraceFlags::default(), false, TraceState::default());
-            (span_id, trace_id, opentelemetry::Context::new().with_remote_span_context(sc))
+            let sc = SpanContext::new(
+                trace_id,
+                span_id,
+                TraceFlags::default(),
+                false,
+                TraceState::default(),
+            );
+            (
+                span_id,
+                trace_id,
+                opentelemetry::Context::new().with_remote_span_context(sc),
+            )
         };
-        Self { span, context, span_id, trace_id, settings }
+        Self {
+            span,
+            context,
+            span_id,
+            trace_id,
+            settings,
+        }
     }
 
     /// Records the time to the first streamed chunk.
     pub fn record_first_chunk(&self, seconds: f64) {
-        self.span.record("gen_ai.response.time_to_first_chunk", seconds);
+        self.span
+            .record("gen_ai.response.time_to_first_chunk", seconds);
     }
 
     /// Records a response: complete, or what a cut-off stream had received (`cut_off`),
     /// whose finish reason is then `error` as the latest semconv asks.
-    pub fn record_response(&self, response: &ChatResponse, finish: FinishReason, cut_off: bool, cost: Option<f64>) {
+    pub fn record_response(
+        &self,
+        response: &ChatResponse,
+        finish: FinishReason,
+        cut_off: bool,
+        cost: Option<f64>,
+    ) {
         let usage = response.usage.as_ref();
         let finish_str = if cut_off { "error" } else { finish.otel_str() };
         let span = &self.span;
@@ -245,7 +288,12 @@ impl CallSpan {
     }
 }
 
-fn record_request(span: &tracing::Span, input: &RunLocal, settings: SpanSettings, messages: &[Message]) {
+fn record_request(
+    span: &tracing::Span,
+    input: &RunLocal,
+    settings: SpanSettings,
+    messages: &[Message],
+) {
     if let Some(t) = input.temperature {
         span.record("gen_ai.request.temperature", t);
     }
@@ -256,7 +304,11 @@ fn record_request(span: &tracing::Span, input: &RunLocal, settings: SpanSettings
         span.record("gen_ai.request.max_tokens", i64::from(n));
     }
     if !input.stop_sequences.is_empty() {
-        string_array(span, semconv::REQUEST_STOP_SEQUENCES, input.stop_sequences.iter().cloned());
+        string_array(
+            span,
+            semconv::REQUEST_STOP_SEQUENCES,
+            input.stop_sequences.iter().cloned(),
+        );
     }
     if let Some(format) = &input.response_format {
         let kind = match format {
@@ -282,14 +334,21 @@ fn record_request(span: &tracing::Span, input: &RunLocal, settings: SpanSettings
             span.record("tracia.variables", vars);
         }
         if !input.tools.is_empty() {
-            span.record("gen_ai.tool.definitions", semconv::tool_definitions(&input.tools));
+            span.record(
+                "gen_ai.tool.definitions",
+                semconv::tool_definitions(&input.tools),
+            );
         }
     } else if !input.tools.is_empty() {
         // Without content capture, names only: the semconv advises against schemas by default.
         let names: Vec<ToolDefinition> = input
             .tools
             .iter()
-            .map(|t| ToolDefinition { description: None, parameters: serde_json::Value::Null, ..t.clone() })
+            .map(|t| ToolDefinition {
+                description: None,
+                parameters: serde_json::Value::Null,
+                ..t.clone()
+            })
             .collect();
         span.record("gen_ai.tool.definitions", semconv::tool_definitions(&names));
     }

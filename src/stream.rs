@@ -54,6 +54,7 @@ pub struct RunStream {
     deadline: Pin<Box<tokio::time::Sleep>>,
     abort: AbortHandle,
     first_chunk_seen: bool,
+    ended: bool,
     outcome: Option<Result<RunResult>>,
 }
 
@@ -125,6 +126,7 @@ impl RunStream {
             deadline,
             abort: AbortHandle::default(),
             first_chunk_seen: false,
+            ended: false,
             outcome: None,
         })
     }
@@ -154,14 +156,17 @@ impl RunStream {
     /// Fails with the error that ended the stream, if one did.
     pub async fn finish(mut self) -> Result<RunResult> {
         while self.next().await.is_some() {}
-        self.outcome
-            .take()
-            .unwrap_or_else(|| Err(Error::new(ErrorCode::Unknown, "stream ended without an outcome")))
+        self.outcome.take().unwrap_or_else(|| {
+            Err(Error::new(
+                ErrorCode::Unknown,
+                "stream ended without an outcome",
+            ))
+        })
     }
 
     /// Ends the stream: records the outcome on the span, once.
     fn end(&mut self, ending: Ending) {
-        if self.outcome.is_some() {
+        if std::mem::replace(&mut self.ended, true) {
             return;
         }
         let acc = std::mem::take(&mut self.acc);
@@ -170,7 +175,9 @@ impl RunStream {
             Ending::Aborted(why) => {
                 let result = self.state.finish(acc.finish(), true, true);
                 self.state.call.record_aborted();
-                self.state.call.record_error(&Error::new(ErrorCode::Aborted, why));
+                self.state
+                    .call
+                    .record_error(&Error::new(ErrorCode::Aborted, why));
                 Ok(result)
             }
             Ending::Failed(error) => {
@@ -187,12 +194,19 @@ impl RunStream {
             .state
             .wire
             .decode_event(&event.event, &event.data)
-            .map_err(|msg| Error::new(ErrorCode::ProviderError, format!("LLM provider error: {msg}")))?;
+            .map_err(|msg| {
+                Error::new(
+                    ErrorCode::ProviderError,
+                    format!("LLM provider error: {msg}"),
+                )
+            })?;
         for ev in decoded {
             let content = matches!(ev, StreamEvent::Text(_) | StreamEvent::ToolCall { .. });
             if content && !self.first_chunk_seen {
                 self.first_chunk_seen = true;
-                self.state.call.record_first_chunk(self.state.started.elapsed().as_secs_f64());
+                self.state
+                    .call
+                    .record_first_chunk(self.state.started.elapsed().as_secs_f64());
             }
             if let Some(text) = self.acc.push(ev) {
                 self.ready.push_back(text);
@@ -211,7 +225,7 @@ impl Stream for RunStream {
             if let Some(text) = this.ready.pop_front() {
                 return Poll::Ready(Some(Ok(text)));
             }
-            if this.outcome.is_some() {
+            if this.ended {
                 return Poll::Ready(None);
             }
             this.abort.inner.waker.register(cx.waker());
@@ -256,7 +270,7 @@ impl Stream for RunStream {
 
 impl Drop for RunStream {
     fn drop(&mut self) {
-        if self.outcome.is_none() {
+        if !self.ended {
             // Dropped mid-way: the span still ends once, with what had arrived.
             self.end(Ending::Aborted("Stream dropped before completion"));
         }
@@ -268,7 +282,7 @@ impl std::fmt::Debug for RunStream {
         f.debug_struct("RunStream")
             .field("span_id", &self.span_id())
             .field("trace_id", &self.trace_id())
-            .field("finished", &self.outcome.is_some())
+            .field("ended", &self.ended)
             .finish()
     }
 }

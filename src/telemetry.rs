@@ -22,7 +22,10 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{env, env_bool};
 use crate::error::{Error, Result};
-use crate::export::{BackgroundHttpClient, CountingExporter, CountingProcessor, ExportRuntime, ExportStats, FailureCallback, Reporter};
+use crate::export::{
+    BackgroundHttpClient, CountingExporter, CountingProcessor, ExportRuntime, ExportStats,
+    FailureCallback, Reporter,
+};
 use crate::ids::TraciaIdGenerator;
 use crate::tracia_exporter::{TraciaExporter, TraciaExporterBuilder};
 
@@ -53,6 +56,7 @@ pub struct TelemetryBuilder {
     otlp_traces_endpoint: Option<String>,
     otlp_headers: HashMap<String, String>,
     otlp_json: bool,
+    otlp_timeout: Option<Duration>,
     no_otlp: bool,
     tracia: TraciaExporterBuilder,
     tracia_key_set: bool,
@@ -134,6 +138,12 @@ impl TelemetryBuilder {
         self
     }
 
+    /// The timeout of one OTLP export request (`OTEL_EXPORTER_OTLP_TIMEOUT`, default 10 s).
+    pub fn with_otlp_timeout(mut self, timeout: Duration) -> Self {
+        self.otlp_timeout = Some(timeout);
+        self
+    }
+
     /// No OTLP export, even when configured in the environment.
     pub fn without_otlp(mut self) -> Self {
         self.no_otlp = true;
@@ -208,7 +218,10 @@ impl TelemetryBuilder {
 
     /// Called whenever spans could not be delivered (they are also counted in
     /// [`TelemetryGuard::stats`] and logged as a warning).
-    pub fn on_export_failure(mut self, callback: impl Fn(&crate::ExportFailure) + Send + Sync + 'static) -> Self {
+    pub fn on_export_failure(
+        mut self,
+        callback: impl Fn(&crate::ExportFailure) + Send + Sync + 'static,
+    ) -> Self {
         self.on_failure = Some(Arc::new(callback));
         self
     }
@@ -231,12 +244,22 @@ impl TelemetryBuilder {
     /// # Ok(()) }
     /// ```
     pub fn build(mut self) -> Result<TelemetryGuard> {
-        let disabled = self.disabled.or_else(|| env_bool("OTEL_SDK_DISABLED")).unwrap_or(false);
+        let disabled = self
+            .disabled
+            .or_else(|| env_bool("OTEL_SDK_DISABLED"))
+            .unwrap_or(false);
         if disabled {
-            return Ok(TelemetryGuard { provider: None, reporters: Vec::new(), filter: self.filter, installed_as: None });
+            return Ok(TelemetryGuard {
+                provider: None,
+                reporters: Vec::new(),
+                filter: self.filter,
+                installed_as: None,
+            });
         }
-        let tracia_wanted = !self.no_tracia && (self.tracia_key_set || env("TRACIA_API_KEY").is_some());
-        let otlp_env = env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() || env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some();
+        let tracia_wanted =
+            !self.no_tracia && (self.tracia_key_set || env("TRACIA_API_KEY").is_some());
+        let otlp_env = env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+            || env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some();
         let otlp_code = self.otlp_endpoint.is_some() || self.otlp_traces_endpoint.is_some();
         // With nothing configured, spans go to the local collector rather than nowhere.
         let otlp_wanted = !self.no_otlp && (otlp_code || otlp_env || !tracia_wanted);
@@ -247,9 +270,17 @@ impl TelemetryBuilder {
         let mut reporters = Vec::new();
         if otlp_wanted {
             let reporter = Reporter::new("otlp", self.on_failure.clone());
-            let exporter = CountingExporter { inner: self.otlp_exporter()?, reporter: reporter.clone() };
-            let processor = BatchSpanProcessor::builder(exporter).with_batch_config(self.batch_config()).build();
-            provider = provider.with_span_processor(CountingProcessor { inner: processor, reporter: reporter.clone() });
+            let exporter = CountingExporter {
+                inner: self.otlp_exporter()?,
+                reporter: reporter.clone(),
+            };
+            let processor = BatchSpanProcessor::builder(exporter)
+                .with_batch_config(self.batch_config())
+                .build();
+            provider = provider.with_span_processor(CountingProcessor {
+                inner: processor,
+                reporter: reporter.clone(),
+            });
             reporters.push(reporter);
         }
         if tracia_wanted {
@@ -257,11 +288,21 @@ impl TelemetryBuilder {
             let mut builder = std::mem::take(&mut self.tracia);
             builder.reporter = Some(reporter.clone());
             let exporter: TraciaExporter = builder.build()?;
-            let processor = BatchSpanProcessor::builder(exporter).with_batch_config(self.batch_config()).build();
-            provider = provider.with_span_processor(CountingProcessor { inner: processor, reporter: reporter.clone() });
+            let processor = BatchSpanProcessor::builder(exporter)
+                .with_batch_config(self.batch_config())
+                .build();
+            provider = provider.with_span_processor(CountingProcessor {
+                inner: processor,
+                reporter: reporter.clone(),
+            });
             reporters.push(reporter);
         }
-        Ok(TelemetryGuard { provider: Some(provider.build()), reporters, filter: self.filter, installed_as: None })
+        Ok(TelemetryGuard {
+            provider: Some(provider.build()),
+            reporters,
+            filter: self.filter,
+            installed_as: None,
+        })
     }
 
     /// Builds the pipeline and installs it globally: the subscriber (this layer plus,
@@ -271,8 +312,11 @@ impl TelemetryBuilder {
         let fmt = self.fmt.unwrap_or(true);
         let mut guard = self.build()?;
         let fmt_layer = fmt.then(|| {
-            let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-            tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter)
+            let filter =
+                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter)
         });
         tracing_subscriber::registry()
             .with(guard.layer())
@@ -297,10 +341,17 @@ impl TelemetryBuilder {
         let endpoint = match (&self.otlp_traces_endpoint, &self.otlp_endpoint) {
             (Some(url), _) => url.clone(),
             (None, Some(base)) => traces_url(base),
-            (None, None) => env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-                .unwrap_or_else(|| traces_url(&env("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_else(|| DEFAULT_OTLP_ENDPOINT.into()))),
+            (None, None) => env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").unwrap_or_else(|| {
+                traces_url(
+                    &env("OTEL_EXPORTER_OTLP_ENDPOINT")
+                        .unwrap_or_else(|| DEFAULT_OTLP_ENDPOINT.into()),
+                )
+            }),
         };
-        let protocol = match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL")).as_deref() {
+        let protocol = match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
+            .as_deref()
+        {
             _ if self.otlp_json => Protocol::HttpJson,
             None | Some("http/protobuf") => Protocol::HttpBinary,
             Some("http/json") => Protocol::HttpJson,
@@ -310,20 +361,25 @@ impl TelemetryBuilder {
                 )));
             }
         };
-        let mut headers = match env("OTEL_EXPORTER_OTLP_TRACES_HEADERS").or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS")) {
+        let mut headers = match env("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+            .or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS"))
+        {
             Some(text) => parse_headers(&text)?,
             None => HashMap::new(),
         };
         headers.extend(self.otlp_headers.clone());
-        let timeout = env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
-            .or_else(|| env("OTEL_EXPORTER_OTLP_TIMEOUT"))
-            .and_then(|ms| ms.parse::<u64>().ok())
-            .map_or(Duration::from_secs(10), Duration::from_millis);
+        let timeout = self.otlp_timeout.unwrap_or_else(|| {
+            env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+                .or_else(|| env("OTEL_EXPORTER_OTLP_TIMEOUT"))
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .map_or(Duration::from_secs(10), Duration::from_millis)
+        });
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .build()
             .map_err(|e| Error::invalid(format!("cannot build the OTLP HTTP client: {e}")))?;
-        let runtime = ExportRuntime::start().map_err(|e| Error::invalid(format!("cannot start the export thread: {e}")))?;
+        let runtime = ExportRuntime::start()
+            .map_err(|e| Error::invalid(format!("cannot start the export thread: {e}")))?;
         opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_http_client(BackgroundHttpClient { client, runtime })
@@ -355,7 +411,9 @@ fn parse_headers(text: &str) -> Result<HashMap<String, String>> {
         .map(|pair| {
             let (k, v) = pair.split_once('=').ok_or_else(|| {
                 // Never echo the value: headers usually carry credentials.
-                Error::invalid("OTEL_EXPORTER_OTLP_HEADERS must be a comma-separated list of key=value pairs")
+                Error::invalid(
+                    "OTEL_EXPORTER_OTLP_HEADERS must be a comma-separated list of key=value pairs",
+                )
             })?;
             Ok((k.trim().to_owned(), percent_decode(v.trim())))
         })
@@ -367,7 +425,10 @@ fn percent_decode(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
         match (bytes[i], hex) {
             (b'%', Some(b)) => {
                 out.push(b);

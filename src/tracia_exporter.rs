@@ -103,7 +103,10 @@ impl TraciaExporterBuilder {
     }
 
     /// Called with every batch of spans that could not be delivered.
-    pub fn with_on_failure(mut self, callback: impl Fn(&crate::ExportFailure) + Send + Sync + 'static) -> Self {
+    pub fn with_on_failure(
+        mut self,
+        callback: impl Fn(&crate::ExportFailure) + Send + Sync + 'static,
+    ) -> Self {
         self.on_failure = Some(Arc::new(callback));
         self
     }
@@ -113,7 +116,11 @@ impl TraciaExporterBuilder {
         let api_key = self
             .api_key
             .or_else(|| crate::config::env("TRACIA_API_KEY").map(SecretString::from))
-            .ok_or_else(|| Error::invalid("The Tracia exporter needs an API key: set TRACIA_API_KEY or call with_api_key"))?;
+            .ok_or_else(|| {
+                Error::invalid(
+                    "The Tracia exporter needs an API key: set TRACIA_API_KEY or call with_api_key",
+                )
+            })?;
         let base = self
             .base_url
             .or_else(|| crate::config::env("TRACIA_BASE_URL"))
@@ -126,7 +133,11 @@ impl TraciaExporterBuilder {
             .timeout(self.timeout.unwrap_or(Duration::from_secs(10)))
             .user_agent(concat!("tracia-rust/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Error::invalid(format!("cannot build the Tracia exporter's HTTP client: {e}")))?;
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "cannot build the Tracia exporter's HTTP client: {e}"
+                ))
+            })?;
         let runtime = ExportRuntime::start()
             .map_err(|e| Error::invalid(format!("cannot start the export thread: {e}")))?;
         Ok(TraciaExporter {
@@ -135,7 +146,9 @@ impl TraciaExporterBuilder {
             api_key,
             max_retries: self.max_retries.unwrap_or(2),
             runtime,
-            reporter: self.reporter.unwrap_or_else(|| Reporter::new("tracia", self.on_failure)),
+            reporter: self
+                .reporter
+                .unwrap_or_else(|| Reporter::new("tracia", self.on_failure)),
         })
     }
 }
@@ -175,8 +188,11 @@ impl SpanExporter for TraciaExporter {
                 .await
         };
         let Some(results) = self.runtime.run(work).await else {
-            self.reporter.failed(count, "the export runtime has stopped");
-            return Err(OTelSdkError::InternalFailure("export runtime stopped".into()));
+            self.reporter
+                .failed(count, "the export runtime has stopped");
+            return Err(OTelSdkError::InternalFailure(
+                "export runtime stopped".into(),
+            ));
         };
         let errors: Vec<String> = results.into_iter().filter_map(|r| r.err()).collect();
         self.reporter.delivered(count - errors.len() as u64);
@@ -225,22 +241,33 @@ impl Upload {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(|s| Duration::from_secs(s.min(30)));
-                    let retryable = status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408;
+                    let retryable = status.is_server_error()
+                        || status.as_u16() == 429
+                        || status.as_u16() == 408;
                     (retryable, wait, format!("Tracia answered {status}"))
                 }
-                Err(e) => (true, None, format!("cannot reach Tracia: {}", e.without_url())),
+                Err(e) => (
+                    true,
+                    None,
+                    format!("cannot reach Tracia: {}", e.without_url()),
+                ),
             };
             if !retryable || attempt > self.max_retries {
                 return Err(reason);
             }
-            tokio::time::sleep(wait.unwrap_or(Duration::from_millis(500 * u64::from(attempt)))).await;
+            tokio::time::sleep(wait.unwrap_or(Duration::from_millis(500 * u64::from(attempt))))
+                .await;
         }
     }
 }
 
 /// Maps a GenAI span to the Tracia span payload; `None` for other spans.
 pub(crate) fn payload(span: &SpanData) -> Option<serde_json::Value> {
-    let attrs: HashMap<&str, &Value> = span.attributes.iter().map(|kv| (kv.key.as_str(), &kv.value)).collect();
+    let attrs: HashMap<&str, &Value> = span
+        .attributes
+        .iter()
+        .map(|kv| (kv.key.as_str(), &kv.value))
+        .collect();
     let s = |key: &str| match attrs.get(key) {
         Some(Value::String(v)) => Some(v.as_str().to_owned()),
         _ => None,
@@ -263,7 +290,10 @@ pub(crate) fn payload(span: &SpanData) -> Option<serde_json::Value> {
         })
     })?;
     let model = s(semconv::REQUEST_MODEL).or_else(|| s(semconv::RESPONSE_MODEL))?;
-    let latency = span.end_time.duration_since(span.start_time).unwrap_or_default();
+    let latency = span
+        .end_time
+        .duration_since(span.start_time)
+        .unwrap_or_default();
     let input_tokens = i(semconv::USAGE_INPUT_TOKENS).unwrap_or(0);
     let output_tokens = i(semconv::USAGE_OUTPUT_TOKENS).unwrap_or(0);
     let (output_text, tool_calls) = s(semconv::OUTPUT_MESSAGES)
@@ -275,10 +305,19 @@ pub(crate) fn payload(span: &SpanData) -> Option<serde_json::Value> {
     };
 
     let mut p = Map::new();
-    p.insert("spanId".into(), ids::format_span_id(span.span_context.span_id()).into());
-    p.insert("traceId".into(), ids::format_trace_id(span.span_context.trace_id()).into());
+    p.insert(
+        "spanId".into(),
+        ids::format_span_id(span.span_context.span_id()).into(),
+    );
+    p.insert(
+        "traceId".into(),
+        ids::format_trace_id(span.span_context.trace_id()).into(),
+    );
     if span.parent_span_id != SpanId::INVALID {
-        p.insert("parentSpanId".into(), ids::format_span_id(span.parent_span_id).into());
+        p.insert(
+            "parentSpanId".into(),
+            ids::format_span_id(span.parent_span_id).into(),
+        );
     }
     p.insert("model".into(), model.into());
     p.insert("provider".into(), provider.into());
@@ -286,12 +325,27 @@ pub(crate) fn payload(span: &SpanData) -> Option<serde_json::Value> {
         .map(|m| semconv::messages_from_input(&m))
         .unwrap_or_default();
     p.insert("input".into(), json!({ "messages": messages }));
-    let variables = s(semconv::TRACIA_VARIABLES).and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok());
-    p.insert("variables".into(), variables.unwrap_or(serde_json::Value::Null));
-    let has_output = attrs.contains_key(semconv::OUTPUT_MESSAGES) && (status == "SUCCESS" || !output_text.is_empty());
-    p.insert("output".into(), if has_output { output_text.into() } else { serde_json::Value::Null });
+    let variables = s(semconv::TRACIA_VARIABLES)
+        .and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok());
+    p.insert(
+        "variables".into(),
+        variables.unwrap_or(serde_json::Value::Null),
+    );
+    let has_output = attrs.contains_key(semconv::OUTPUT_MESSAGES)
+        && (status == "SUCCESS" || !output_text.is_empty());
+    p.insert(
+        "output".into(),
+        if has_output {
+            output_text.into()
+        } else {
+            serde_json::Value::Null
+        },
+    );
     p.insert("status".into(), status.into());
-    p.insert("error".into(), error.map(|e| crate::error::redact(&e)).into());
+    p.insert(
+        "error".into(),
+        error.map(|e| crate::error::redact(&e)).into(),
+    );
     p.insert("latencyMs".into(), (latency.as_millis() as u64).into());
     p.insert("inputTokens".into(), input_tokens.into());
     p.insert("outputTokens".into(), output_tokens.into());
@@ -316,10 +370,16 @@ pub(crate) fn payload(span: &SpanData) -> Option<serde_json::Value> {
         p.insert("maxOutputTokens".into(), n.into());
     }
     if let Some(tools) = s(semconv::TOOL_DEFINITIONS) {
-        p.insert("tools".into(), serde_json::to_value(semconv::tools_from(&tools)).unwrap_or_default());
+        p.insert(
+            "tools".into(),
+            serde_json::to_value(semconv::tools_from(&tools)).unwrap_or_default(),
+        );
     }
     if !tool_calls.is_empty() {
-        p.insert("toolCalls".into(), serde_json::to_value(tool_calls).unwrap_or_default());
+        p.insert(
+            "toolCalls".into(),
+            serde_json::to_value(tool_calls).unwrap_or_default(),
+        );
     }
     if operation == "embeddings" {
         p.insert("spanKind".into(), "EMBEDDING".into());

@@ -65,7 +65,10 @@ pub(crate) fn interpolate_text(text: &str, variables: &BTreeMap<String, String>)
 }
 
 /// Interpolates every non-tool message (text parts only), as the Python SDK does.
-pub(crate) fn interpolate(messages: &[Message], variables: &BTreeMap<String, String>) -> Vec<Message> {
+pub(crate) fn interpolate(
+    messages: &[Message],
+    variables: &BTreeMap<String, String>,
+) -> Vec<Message> {
     if variables.is_empty() {
         return messages.to_vec();
     }
@@ -99,7 +102,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

@@ -1,1 +1,138 @@
-pub fn x() {}
+//! # tracia-collector
+//!
+//! A self-hosted backend for the `tracia` SDK (and any OpenTelemetry SDK): an OTLP/HTTP
+//! trace receiver, a span store and a small API and page to look at what arrived.
+//!
+//! This first version keeps the last spans in memory ([`store::SpanStore`]). Routes:
+//!
+//! | Route | What |
+//! |---|---|
+//! | `POST /v1/traces` | OTLP/HTTP traces, `application/x-protobuf` or `application/json`, optionally gzip; up to 64 MiB |
+//! | `GET /api/v1/spans?limit=N` | the newest spans, as Tracia's `{"spans": [...], "nextCursor": null}` |
+//! | `GET /` | a plain HTML table of the newest spans |
+//! | `GET /healthz` | `ok` |
+//!
+//! The router is built by [`app`], so it can be tested without a socket:
+//!
+//! ```
+//! use tower::ServiceExt as _;
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let app = tracia_collector::app(tracia_collector::AppState::default());
+//! let request = axum::http::Request::get("/healthz").body(axum::body::Body::empty()).unwrap();
+//! let response = app.oneshot(request).await.unwrap();
+//! assert_eq!(response.status(), 200);
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tower_http::decompression::RequestDecompressionLayer;
+
+pub mod api;
+pub mod otlp;
+pub mod store;
+
+/// The default OTLP/HTTP address: the standard port, on loopback only.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:4318";
+
+/// The largest accepted OTLP request body (after decompression): OTLP exporters send
+/// up to 64 MiB, far beyond axum's default of 2 MB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The received spans.
+    pub store: Arc<store::SpanStore>,
+    /// Whether each received GenAI span is printed as one line to stdout.
+    pub log_spans: bool,
+}
+
+impl Default for AppState {
+    /// An empty store of [`store::DEFAULT_CAPACITY`] spans, without span lines.
+    fn default() -> Self {
+        Self::new(store::DEFAULT_CAPACITY)
+    }
+}
+
+impl AppState {
+    /// An empty store keeping the last `capacity` spans, without span lines.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            store: Arc::new(store::SpanStore::new(capacity)),
+            log_spans: false,
+        }
+    }
+
+    /// Prints a line to stdout for each received GenAI span (or not).
+    pub fn with_span_log(mut self, log_spans: bool) -> Self {
+        self.log_spans = log_spans;
+        self
+    }
+}
+
+/// The collector's routes (see the crate docs).
+pub fn app(state: AppState) -> Router {
+    // Only the receiver takes big, possibly gzipped bodies. The body limit is checked
+    // on the decompressed bytes, so a small gzip bomb cannot exhaust memory either.
+    let otlp = Router::new()
+        .route("/v1/traces", post(api::ingest_traces))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(RequestDecompressionLayer::new());
+    Router::new()
+        .route("/", get(api::index))
+        .route("/healthz", get(api::healthz))
+        .route("/api/v1/spans", get(api::list_spans))
+        .merge(otlp)
+        .with_state(state)
+}
+
+/// Refuses an address other than loopback: the collector has no authentication yet,
+/// so anyone who could reach it could read every prompt and answer it received.
+pub fn check_listen_addr(addr: SocketAddr) -> Result<(), String> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(format!(
+            "refusing to listen on {addr}: tracia-collector has no authentication yet, so it only \
+             listens on a loopback address (e.g. 127.0.0.1:4318 or [::1]:4318)"
+        ))
+    }
+}
+
+/// The line printed once listening on `addr`.
+pub fn listening_line(addr: SocketAddr) -> String {
+    format!(
+        "tracia-collector listening: OTLP/HTTP http://{addr}/v1/traces, API http://{addr}/api/v1, UI http://{addr}/"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_is_accepted() {
+        assert!(check_listen_addr("127.0.0.1:4318".parse().unwrap()).is_ok());
+        assert!(check_listen_addr("[::1]:4318".parse().unwrap()).is_ok());
+        let err = check_listen_addr("0.0.0.0:4318".parse().unwrap()).unwrap_err();
+        assert!(
+            err.contains("0.0.0.0:4318") && err.contains("loopback"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn listening_line_names_every_url() {
+        assert_eq!(
+            listening_line("127.0.0.1:4318".parse().unwrap()),
+            "tracia-collector listening: OTLP/HTTP http://127.0.0.1:4318/v1/traces, \
+             API http://127.0.0.1:4318/api/v1, UI http://127.0.0.1:4318/"
+        );
+    }
+}

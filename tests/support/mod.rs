@@ -17,6 +17,7 @@ mod fake_openai;
 mod fake_tracia;
 mod fixtures;
 mod otlp_receiver;
+mod sdk;
 mod server;
 
 // Not every test file uses every re-export.
@@ -30,6 +31,8 @@ pub use fixtures::{
 };
 #[allow(unused_imports)]
 pub use otlp_receiver::{OtlpReceiver, ReceivedEvent, ReceivedSpan};
+#[allow(unused_imports)]
+pub use sdk::{client, client_with, install, pipeline, pipeline_with};
 #[allow(unused_imports)]
 pub use server::RecordedRequest;
 

@@ -1,0 +1,261 @@
+//! HTTP handlers: the OTLP/HTTP receiver, the span list API and the HTML page.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::otlp::{self, Encoding};
+use crate::store::{SpanRecord, SpanStatus};
+
+/// Spans listed when the request gives no `limit` (as in Tracia's API).
+pub const DEFAULT_LIMIT: usize = 50;
+/// The largest `limit` honoured (as in Tracia's API).
+pub const MAX_LIMIT: usize = 100;
+
+/// `POST /v1/traces`: an OTLP/HTTP `ExportTraceServiceRequest`, protobuf or JSON.
+///
+/// Answers in the request's encoding. A body that does not decode is refused whole
+/// (400); spans with invalid ids are rejected one by one (partial success).
+pub async fn ingest_traces(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(encoding) = Encoding::from_content_type(content_type) else {
+        let message = format!(
+            "unsupported content type {content_type:?}: send application/x-protobuf or application/json"
+        );
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response();
+    };
+    let request = match otlp::decode(encoding, &body) {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::warn!("refused a trace export: {e}");
+            return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
+        }
+    };
+    let (records, response) = otlp::records(&request);
+    if state.log_spans {
+        for record in records.iter().filter(|r| r.is_genai()) {
+            println!("{}", record.log_line());
+        }
+    }
+    state.store.extend(records);
+    let body = otlp::encode_response(encoding, &response);
+    ([(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
+}
+
+/// Query parameters of `GET /api/v1/spans`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// How many spans, newest first (default 50, at most 100).
+    pub limit: Option<usize>,
+}
+
+/// The response of `GET /api/v1/spans`, in the shape of Tracia's API.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpanList {
+    /// The spans, newest first.
+    pub spans: Vec<SpanListItem>,
+    /// Always `null` for now: there is no pagination yet.
+    pub next_cursor: Option<String>,
+}
+
+/// One span of [`SpanList`]: Tracia's `SpanListItem` fields plus a few OTel ones.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpanListItem {
+    /// Same as `span_id`.
+    pub id: String,
+    /// `sp_` + 16 hex.
+    pub span_id: String,
+    /// `tr_` + 16 hex, or `tr_` + 32 hex when the upper half of the trace id is not zero.
+    pub trace_id: String,
+    /// The parent's `sp_` id, `null` for a root span.
+    pub parent_span_id: Option<String>,
+    /// Always `null`: spans received by OTLP have no Tracia prompt.
+    pub prompt_slug: Option<String>,
+    /// The span name.
+    pub name: String,
+    /// `gen_ai.operation.name`, `null` for a non-GenAI span.
+    pub operation: Option<String>,
+    /// `gen_ai.request.model`.
+    pub model: Option<String>,
+    /// `gen_ai.provider.name`.
+    pub provider: Option<String>,
+    /// `service.name` of the sender.
+    pub service_name: Option<String>,
+    /// `SUCCESS` or `ERROR`.
+    pub status: SpanStatus,
+    /// The error message of an ERROR span.
+    pub error: Option<String>,
+    /// End minus start, in milliseconds.
+    pub latency_ms: u64,
+    /// `gen_ai.usage.input_tokens`.
+    pub input_tokens: Option<u64>,
+    /// `gen_ai.usage.output_tokens`.
+    pub output_tokens: Option<u64>,
+    /// Input plus output tokens.
+    pub total_tokens: Option<u64>,
+    /// Always `null`: this collector does not price calls yet.
+    pub cost: Option<f64>,
+    /// The span's start time, ISO-8601 UTC.
+    pub created_at: String,
+}
+
+impl From<&SpanRecord> for SpanListItem {
+    fn from(r: &SpanRecord) -> Self {
+        Self {
+            id: r.span_id_string(),
+            span_id: r.span_id_string(),
+            trace_id: r.trace_id_string(),
+            parent_span_id: r.parent_span_id_string(),
+            prompt_slug: None,
+            name: r.name.clone(),
+            operation: r.operation.clone(),
+            model: r.model.clone(),
+            provider: r.provider.clone(),
+            service_name: r.service_name.clone(),
+            status: r.status,
+            error: r.error.clone(),
+            latency_ms: r.latency_ms(),
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            total_tokens: r.total_tokens(),
+            cost: None,
+            created_at: iso8601(r.start_unix_nano),
+        }
+    }
+}
+
+/// `GET /api/v1/spans?limit=N`: the newest spans.
+pub async fn list_spans(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> axum::Json<SpanList> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let spans = state
+        .store
+        .newest(limit)
+        .iter()
+        .map(SpanListItem::from)
+        .collect();
+    axum::Json(SpanList {
+        spans,
+        next_cursor: None,
+    })
+}
+
+/// `GET /healthz`.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /`: a plain HTML table of the newest spans, refreshed every 5 seconds.
+pub async fn index(State(state): State<AppState>) -> Html<String> {
+    let spans = state.store.newest(MAX_LIMIT);
+    let mut rows = String::new();
+    for r in &spans {
+        let item = SpanListItem::from(r);
+        let cells = [
+            item.created_at,
+            item.span_id,
+            item.trace_id,
+            item.parent_span_id.unwrap_or_default(),
+            item.name,
+            item.model.unwrap_or_default(),
+            item.status.as_str().to_owned(),
+            format!("{} ms", item.latency_ms),
+            item.total_tokens.map(|t| t.to_string()).unwrap_or_default(),
+        ];
+        let class = if r.status == SpanStatus::Error {
+            " class=\"error\""
+        } else {
+            ""
+        };
+        rows.push_str(&format!("<tr{class}>"));
+        for cell in cells {
+            rows.push_str(&format!("<td>{}</td>", escape(&cell)));
+        }
+        rows.push_str("</tr>\n");
+    }
+    Html(format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>tracia-collector</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{padding:.25em .75em;border-bottom:1px solid #ddd;text-align:left;font-size:.9em}}
+td{{font-family:ui-monospace,monospace}}tr.error td{{color:#b00}}</style></head>
+<body><h1>tracia-collector</h1>
+<p>{kept} spans kept; the newest {shown} below. OTLP/HTTP: <code>POST /v1/traces</code>.
+API: <a href="/api/v1/spans">/api/v1/spans</a>.</p>
+<table><thead><tr><th>start (UTC)</th><th>span</th><th>trace</th><th>parent</th><th>name</th>
+<th>model</th><th>status</th><th>latency</th><th>tokens</th></tr></thead>
+<tbody>
+{rows}</tbody></table></body></html>
+"#,
+        kept = state.store.len(),
+        shown = spans.len(),
+    ))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Nanoseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn iso8601(unix_nano: u64) -> String {
+    let millis = unix_nano / 1_000_000;
+    let (secs, ms) = (millis / 1000, millis % 1000);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01 (never negative here).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso8601_dates() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(951_782_400_123_000_000), "2000-02-29T00:00:00.123Z");
+        assert_eq!(
+            iso8601(1_767_225_599_999_000_000),
+            "2025-12-31T23:59:59.999Z"
+        );
+    }
+
+    #[test]
+    fn escapes_html() {
+        assert_eq!(
+            escape("<a href=\"x\">&</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
+        );
+    }
+}

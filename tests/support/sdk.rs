@@ -1,0 +1,62 @@
+//! Building the SDK under test against the fake servers.
+
+use std::time::Duration;
+
+use tracia::{Provider, TelemetryGuard, Tracia};
+
+use super::{FakeOpenAi, FakeTracia, OtlpReceiver};
+
+/// A client pointed at the fake OpenAI server, ignoring the environment.
+pub fn client(openai: &FakeOpenAi) -> Tracia {
+    client_with(openai, |b| b)
+}
+
+/// The same, with extra builder settings.
+pub fn client_with(
+    openai: &FakeOpenAi,
+    f: impl FnOnce(tracia::TraciaBuilder) -> tracia::TraciaBuilder,
+) -> Tracia {
+    f(Tracia::builder()
+        .without_env()
+        .with_api_key(Provider::OpenAi, "sk-test-0123456789abcdefghijklmnop")
+        .with_base_url(Provider::OpenAi, openai.base_url()))
+    .build()
+    .expect("client builds")
+}
+
+/// A telemetry pipeline exporting to the given receivers, not installed globally.
+pub fn pipeline(
+    otlp: Option<&OtlpReceiver>,
+    tracia: Option<(&FakeTracia, &str)>,
+) -> TelemetryGuard {
+    pipeline_with(otlp, tracia, |b| b)
+}
+
+/// The same, with extra builder settings.
+pub fn pipeline_with(
+    otlp: Option<&OtlpReceiver>,
+    tracia: Option<(&FakeTracia, &str)>,
+    f: impl FnOnce(tracia::TelemetryBuilder) -> tracia::TelemetryBuilder,
+) -> TelemetryGuard {
+    let mut b = tracia::telemetry::builder()
+        .with_service_name("tracia-tests")
+        .with_scheduled_delay(Duration::from_millis(50))
+        .with_filter("info");
+    b = match otlp {
+        Some(r) => b.with_otlp_traces_endpoint(r.traces_url()),
+        None => b.without_otlp(),
+    };
+    b = match tracia {
+        Some((t, key)) => b
+            .with_tracia_base_url(t.base_url())
+            .with_tracia_api_key(key),
+        None => b.without_tracia(),
+    };
+    f(b).build().expect("pipeline builds")
+}
+
+/// Installs the guard's layer as this thread's subscriber until the returned guard drops.
+pub fn install(guard: &TelemetryGuard) -> tracing::subscriber::DefaultGuard {
+    use tracing_subscriber::layer::SubscriberExt;
+    tracing::subscriber::set_default(tracing_subscriber::registry().with(guard.layer()))
+}
