@@ -31,84 +31,67 @@ struct Args {
     prompt: String,
 }
 
-/// `Ok(None)` means `--help`.
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut model = "gpt-4o-mini".to_owned();
-    let mut stream = false;
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut parsed = Args {
+        model: "gpt-4o-mini".to_owned(),
+        stream: false,
+        prompt: "Say hello in five words.".to_owned(),
+    };
     let mut words = Vec::new();
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--stream" => stream = true,
-            "--model" => model = args.next().ok_or("--model needs a value")?,
+            "--stream" => parsed.stream = true,
+            "--model" => parsed.model = args.next().ok_or("--model needs a value")?,
             // Everything after `--` is prompt, even if it starts with a dash.
             "--" => words.extend(args.by_ref()),
             flag if flag.starts_with('-') => return Err(format!("unknown flag: {flag}")),
             _ => words.push(arg),
         }
     }
-    let prompt = if words.is_empty() {
-        "Say hello in five words.".to_owned()
-    } else {
-        words.join(" ")
-    };
-    Ok(Some(Args {
-        model,
-        stream,
-        prompt,
-    }))
+    if !words.is_empty() {
+        parsed.prompt = words.join(" ");
+    }
+    Ok(parsed)
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
+        Ok(args) => args,
         Err(msg) => {
             eprintln!("{msg}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
-
-    // Installs the `tracing` subscriber and the exporters. Keep the guard alive: dropping
-    // it flushes and shuts the pipeline down.
-    let telemetry = match tracia::telemetry::init() {
-        Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-
-    let code = match call(&args).await {
-        Ok(result) => {
-            for call in &result.tool_calls {
-                println!("tool call {} {}({})", call.id, call.name, call.arguments);
-            }
-            println!("span_id={} trace_id={}", result.span_id, result.trace_id);
-            ExitCode::SUCCESS
-        }
+    match run(&args).await {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    };
+    }
+}
+
+async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Installs the `tracing` subscriber and the exporters. Keep the guard alive: dropping
+    // it flushes and shuts the pipeline down.
+    let telemetry = tracia::telemetry::init()?;
+    let outcome = call(args).await;
+    if let Ok(result) = &outcome {
+        for call in &result.tool_calls {
+            println!("tool call {} {}({})", call.id, call.name, call.arguments);
+        }
+        println!("span_id={} trace_id={}", result.span_id, result.trace_id);
+    }
 
     // Spans are exported in batches in the background; a short-lived program must flush
     // before exiting. A failed call's span is flushed too: errors are worth seeing.
     telemetry.flush().await;
     for stats in telemetry.stats().iter().filter(|s| s.lost() > 0) {
-        eprintln!(
-            "{}: {} of {} spans not delivered (is the backend running?)",
-            stats.exporter,
-            stats.lost(),
-            stats.queued
-        );
+        let (name, lost, queued) = (stats.exporter, stats.lost(), stats.queued);
+        eprintln!("{name}: {lost} of {queued} spans not delivered (is the backend running?)");
     }
-    code
+    outcome.map(drop)
 }
 
 async fn call(args: &Args) -> Result<RunResult, Box<dyn std::error::Error>> {

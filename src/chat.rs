@@ -183,6 +183,24 @@ fn merge_usage(old: Option<Usage>, new: Usage) -> Usage {
     }
 }
 
+/// A provider's chat wire format. Implementations hold only translation: sending,
+/// timeouts, errors, spans and stream assembly are shared.
+pub(crate) trait ChatWire: Send + Sync + std::fmt::Debug {
+    /// The URL of a chat call under `base_url`.
+    fn chat_url(&self, base_url: &str, request: &ChatRequest<'_>) -> String;
+    /// Adds the provider's authentication to a request.
+    fn authorize(&self, request: reqwest::RequestBuilder, api_key: &str)
+    -> reqwest::RequestBuilder;
+    /// The request body.
+    fn encode(&self, request: &ChatRequest<'_>) -> Value;
+    /// A complete (non-streaming) response body.
+    fn decode(&self, body: &[u8]) -> Result<ChatResponse, String>;
+    /// One server-sent event of a streaming response.
+    fn decode_event(&self, event: &str, data: &str) -> Result<Vec<StreamEvent>, String>;
+    /// The human-readable message of an error body, when the body has one.
+    fn error_message(&self, body: &[u8]) -> Option<String>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,22 +245,4 @@ mod tests {
         assert_eq!(calls[1].arguments, serde_json::json!({"a": 1}));
         assert_eq!(calls[2].arguments, serde_json::json!({}));
     }
-}
-
-/// A provider's chat wire format. Implementations hold only translation: sending,
-/// timeouts, errors, spans and stream assembly are shared.
-pub(crate) trait ChatWire: Send + Sync + std::fmt::Debug {
-    /// The URL of a chat call under `base_url`.
-    fn chat_url(&self, base_url: &str, request: &ChatRequest<'_>) -> String;
-    /// Adds the provider's authentication to a request.
-    fn authorize(&self, request: reqwest::RequestBuilder, api_key: &str)
-    -> reqwest::RequestBuilder;
-    /// The request body.
-    fn encode(&self, request: &ChatRequest<'_>) -> Value;
-    /// A complete (non-streaming) response body.
-    fn decode(&self, body: &[u8]) -> Result<ChatResponse, String>;
-    /// One server-sent event of a streaming response.
-    fn decode_event(&self, event: &str, data: &str) -> Result<Vec<StreamEvent>, String>;
-    /// The human-readable message of an error body, when the body has one.
-    fn error_message(&self, body: &[u8]) -> Option<String>;
 }

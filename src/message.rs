@@ -112,8 +112,13 @@ impl Default for Content {
 impl Content {
     /// The text of the content, with the text parts joined.
     pub fn text(&self) -> String {
+        self.text_parts().concat()
+    }
+
+    /// The text parts, in order (plain text is one part).
+    pub fn text_parts(&self) -> Vec<&str> {
         match self {
-            Self::Text(t) => t.clone(),
+            Self::Text(t) => vec![t.as_str()],
             Self::Parts(parts) => parts
                 .iter()
                 .filter_map(|p| match p {

@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::chat::{ChatRequest, ChatResponse, ChatWire, StreamEvent, parse_arguments};
-use crate::message::{Content, ContentPart, Message, ResponseFormat, Role, ToolCall, ToolChoice};
+use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice};
 use crate::usage::Usage;
 
 /// OpenAI Chat Completions.
@@ -28,16 +28,7 @@ fn encode_message(message: &Message) -> Value {
     };
     let mut out = Map::new();
     out.insert("role".into(), role.into());
-    let text_parts: Vec<&str> = match &message.content {
-        Content::Text(t) => vec![t.as_str()],
-        Content::Parts(parts) => parts
-            .iter()
-            .filter_map(|p| match p {
-                ContentPart::Text { text } => Some(text.as_str()),
-                ContentPart::ToolCall(_) => None,
-            })
-            .collect(),
-    };
+    let text_parts = message.content.text_parts();
     let calls: Vec<Value> = message.content.tool_calls().map(encode_tool_call).collect();
     match text_parts.as_slice() {
         [] if !calls.is_empty() => {}

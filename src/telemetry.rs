@@ -274,28 +274,26 @@ impl TelemetryBuilder {
                 inner: self.otlp_exporter()?,
                 reporter: reporter.clone(),
             };
-            let processor = BatchSpanProcessor::builder(exporter)
-                .with_batch_config(self.batch_config())
-                .build();
-            provider = provider.with_span_processor(CountingProcessor {
-                inner: processor,
-                reporter: reporter.clone(),
-            });
-            reporters.push(reporter);
+            provider = with_backend(
+                provider,
+                exporter,
+                self.batch_config(),
+                reporter,
+                &mut reporters,
+            );
         }
         if tracia_wanted {
             let reporter = Reporter::new("tracia", self.on_failure.clone());
             let mut builder = std::mem::take(&mut self.tracia);
             builder.reporter = Some(reporter.clone());
             let exporter: TraciaExporter = builder.build()?;
-            let processor = BatchSpanProcessor::builder(exporter)
-                .with_batch_config(self.batch_config())
-                .build();
-            provider = provider.with_span_processor(CountingProcessor {
-                inner: processor,
-                reporter: reporter.clone(),
-            });
-            reporters.push(reporter);
+            provider = with_backend(
+                provider,
+                exporter,
+                self.batch_config(),
+                reporter,
+                &mut reporters,
+            );
         }
         Ok(TelemetryGuard {
             provider: Some(provider.build()),
@@ -390,6 +388,24 @@ impl TelemetryBuilder {
             .build()
             .map_err(|e| Error::invalid(format!("cannot build the OTLP exporter: {e}")))
     }
+}
+
+/// Adds a backend: its own batch processor (queue and thread), counted on the way in.
+fn with_backend(
+    provider: opentelemetry_sdk::trace::TracerProviderBuilder,
+    exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
+    config: BatchConfig,
+    reporter: Arc<Reporter>,
+    reporters: &mut Vec<Arc<Reporter>>,
+) -> opentelemetry_sdk::trace::TracerProviderBuilder {
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(config)
+        .build();
+    reporters.push(reporter.clone());
+    provider.with_span_processor(CountingProcessor {
+        inner: processor,
+        reporter,
+    })
 }
 
 fn traces_url(base: &str) -> String {

@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(usage.uncached_input_tokens(), 125);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct Usage {
     /// Every input token, cached ones included.
     pub input_tokens: u64,

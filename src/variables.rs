@@ -24,7 +24,7 @@ pub(crate) fn validate(messages: &[Message], variables: &BTreeMap<String, String
              and are used as {{{{name}}}}"
         )));
     }
-    for text in messages.iter().flat_map(texts) {
+    for text in messages.iter().flat_map(|m| m.content.text_parts()) {
         for cap in SPACED.captures_iter(text) {
             let name = cap.get(1).or_else(|| cap.get(2)).map_or("", |m| m.as_str());
             if variables.contains_key(name) {
@@ -37,19 +37,6 @@ pub(crate) fn validate(messages: &[Message], variables: &BTreeMap<String, String
         }
     }
     Ok(())
-}
-
-fn texts(message: &Message) -> Vec<&str> {
-    match &message.content {
-        Content::Text(t) => vec![t.as_str()],
-        Content::Parts(parts) => parts
-            .iter()
-            .filter_map(|p| match p {
-                ContentPart::Text { text } => Some(text.as_str()),
-                ContentPart::ToolCall(_) => None,
-            })
-            .collect(),
-    }
 }
 
 /// Replaces `{{name}}` with its value in one text; unknown names stay verbatim.

@@ -89,6 +89,8 @@ pub struct SpanListItem {
     pub operation: Option<String>,
     /// `gen_ai.request.model`.
     pub model: Option<String>,
+    /// `gen_ai.tool.name`, for a tool execution span.
+    pub tool_name: Option<String>,
     /// `gen_ai.provider.name`.
     pub provider: Option<String>,
     /// `service.name` of the sender.
@@ -122,6 +124,7 @@ impl From<&SpanRecord> for SpanListItem {
             name: r.name.clone(),
             operation: r.operation.clone(),
             model: r.model.clone(),
+            tool_name: r.tool_name.clone(),
             provider: r.provider.clone(),
             service_name: r.service_name.clone(),
             status: r.status,
@@ -171,7 +174,7 @@ pub async fn index(State(state): State<AppState>) -> Html<String> {
             item.trace_id,
             item.parent_span_id.unwrap_or_default(),
             item.name,
-            item.model.unwrap_or_default(),
+            item.model.or(item.tool_name).unwrap_or_default(),
             item.status.as_str().to_owned(),
             format!("{} ms", item.latency_ms),
             item.total_tokens.map(|t| t.to_string()).unwrap_or_default(),
@@ -198,7 +201,7 @@ td{{font-family:ui-monospace,monospace}}tr.error td{{color:#b00}}</style></head>
 <p>{kept} spans kept; the newest {shown} below. OTLP/HTTP: <code>POST /v1/traces</code>.
 API: <a href="/api/v1/spans">/api/v1/spans</a>.</p>
 <table><thead><tr><th>start (UTC)</th><th>span</th><th>trace</th><th>parent</th><th>name</th>
-<th>model</th><th>status</th><th>latency</th><th>tokens</th></tr></thead>
+<th>model / tool</th><th>status</th><th>latency</th><th>tokens</th></tr></thead>
 <tbody>
 {rows}</tbody></table></body></html>
 "#,

@@ -163,6 +163,7 @@ fn record(span: &Span, service_name: Option<String>) -> Option<SpanRecord> {
         operation: string_attr(attrs, "gen_ai.operation.name"),
         model: string_attr(attrs, "gen_ai.request.model")
             .or_else(|| string_attr(attrs, "gen_ai.response.model")),
+        tool_name: string_attr(attrs, "gen_ai.tool.name"),
         provider: string_attr(attrs, "gen_ai.provider.name")
             .or_else(|| string_attr(attrs, "gen_ai.system")),
         service_name,

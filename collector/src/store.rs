@@ -46,6 +46,8 @@ pub struct SpanRecord {
     pub operation: Option<String>,
     /// `gen_ai.request.model` (else `gen_ai.response.model`).
     pub model: Option<String>,
+    /// `gen_ai.tool.name`, for a tool execution span.
+    pub tool_name: Option<String>,
     /// `gen_ai.provider.name` (else the older `gen_ai.system`).
     pub provider: Option<String>,
     /// `service.name` of the resource that sent the span.
@@ -105,14 +107,18 @@ impl SpanRecord {
     }
 
     /// The one-line summary printed for each received GenAI span:
-    /// `span sp_… trace tr_… chat gpt-4o 812ms 15 tokens SUCCESS`.
+    /// `span sp_… trace tr_… chat gpt-4o 812ms 15 tokens SUCCESS` (the tool name
+    /// stands in for the model on a tool execution span).
     pub fn log_line(&self) -> String {
         format!(
             "span {} trace {} {} {} {}ms {} tokens {}",
             self.span_id_string(),
             self.trace_id_string(),
             self.operation.as_deref().unwrap_or(&self.name),
-            self.model.as_deref().unwrap_or("-"),
+            self.model
+                .as_deref()
+                .or(self.tool_name.as_deref())
+                .unwrap_or("-"),
             self.latency_ms(),
             self.total_tokens().unwrap_or(0),
             self.status.as_str(),
@@ -199,6 +205,7 @@ mod tests {
             name: format!("chat gpt-4o #{n}"),
             operation: Some("chat".into()),
             model: Some("gpt-4o".into()),
+            tool_name: None,
             provider: None,
             service_name: None,
             status: SpanStatus::Success,
@@ -233,5 +240,23 @@ mod tests {
         );
         r.trace_id[0] = 0xff;
         assert_eq!(r.trace_id_string(), "tr_ff000000000000000102030405060709");
+    }
+
+    #[test]
+    fn tool_span_log_line_names_the_tool() {
+        let r = SpanRecord {
+            operation: Some("execute_tool".into()),
+            model: None,
+            tool_name: Some("get_weather".into()),
+            input_tokens: None,
+            output_tokens: None,
+            ..record(1)
+        };
+        assert!(
+            r.log_line()
+                .contains(" execute_tool get_weather 812ms 0 tokens SUCCESS"),
+            "{}",
+            r.log_line()
+        );
     }
 }
