@@ -408,6 +408,43 @@ fn with_backend(
     })
 }
 
+/// The `tracing-opentelemetry` layer for a tracer provider you own, with Tracia's
+/// filter: `RUST_LOG` (else `info`) plus Tracia's own spans always, so a quiet log level
+/// never drops LLM spans or breaks their parent chain. Give your provider
+/// [`TraciaIdGenerator`] so a caller's `span_id` is honoured.
+///
+/// ```
+/// use tracing_subscriber::layer::SubscriberExt;
+/// let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+///     .with_id_generator(tracia::TraciaIdGenerator)
+///     .build();
+/// let subscriber = tracing_subscriber::registry().with(tracia::telemetry::layer(&provider));
+/// # drop(subscriber);
+/// ```
+pub fn layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + 'static
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    layer_with_filter(provider, None)
+}
+
+fn layer_with_filter<S>(
+    provider: &SdkTracerProvider,
+    directive: Option<&str>,
+) -> impl Layer<S> + 'static
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    let directive = directive
+        .map(str::to_owned)
+        .or_else(|| env("RUST_LOG"))
+        .unwrap_or_else(|| "info".to_owned());
+    let filter = EnvFilter::builder().parse_lossy(format!("{directive},tracia=info"));
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("tracia"))
+        .with_filter(filter)
+}
+
 fn traces_url(base: &str) -> String {
     format!("{}/v1/traces", base.trim_end_matches('/'))
 }
@@ -506,17 +543,9 @@ impl TelemetryGuard {
     where
         S: tracing::Subscriber + for<'span> LookupSpan<'span>,
     {
-        let directive = self
-            .filter
-            .clone()
-            .or_else(|| env("RUST_LOG"))
-            .unwrap_or_else(|| "info".to_owned());
-        let filter = EnvFilter::builder().parse_lossy(format!("{directive},tracia=info"));
-        self.provider.as_ref().map(|provider| {
-            tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("tracia"))
-                .with_filter(filter)
-        })
+        self.provider
+            .as_ref()
+            .map(|provider| layer_with_filter(provider, self.filter.as_deref()))
     }
 
     /// The tracer provider, to add your own processors' spans or to install it yourself.

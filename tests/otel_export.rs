@@ -360,3 +360,25 @@ async fn flush_on_a_current_thread_runtime_delivers_everything() {
         .expect("flush finished");
     assert_eq!(otlp.spans().await.len(), 5);
 }
+
+/// A quiet filter (`RUST_LOG=warn` style) drops the app's info spans, never the LLM's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quiet_filter_never_drops_llm_spans() {
+    let (fake, otlp) = (FakeOpenAi::start().await, OtlpReceiver::start().await);
+    fake.enqueue_fixture("openai/chat-1");
+    let guard = support::pipeline_with(Some(&otlp), None, |b| b.with_filter("warn"));
+    let _sub = install(&guard);
+    client(&fake)
+        .run_local(RunLocal::new("gpt-4o").user("hi"))
+        .instrument(tracing::info_span!("noisy_app_span"))
+        .await
+        .unwrap();
+    guard.flush().await;
+    let spans = otlp.wait_for_spans(1, WAIT).await;
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].name, "chat gpt-4o");
+    assert!(
+        spans[0].is_root(),
+        "the filtered-out app span is skipped, not a dangling parent"
+    );
+}
