@@ -203,3 +203,35 @@ async fn queue_overflow_is_counted_and_reported() {
         "the queue overflow is named as such"
     );
 }
+
+/// Nothing listens at the endpoint at all: calls work, every span is reported lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_that_is_down_loses_nothing_silently() {
+    let fake = FakeOpenAi::start().await;
+    for _ in 0..3 {
+        fake.enqueue_fixture("openai/chat-1");
+    }
+    // A port that was just free: connections to it are refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (seen, callback) = recorder();
+    let guard = tracia::telemetry::builder()
+        .with_otlp_traces_endpoint(format!("http://{closed}/v1/traces"))
+        .without_tracia()
+        .on_export_failure(callback)
+        .build()
+        .unwrap();
+    let sub = install(&guard);
+    let tracia = client(&fake);
+    for _ in 0..3 {
+        tracia
+            .run_local(RunLocal::new("gpt-4o").user("hi"))
+            .await
+            .unwrap();
+    }
+    drop(sub);
+    guard.shutdown().await;
+    assert_eq!(seen.lock().unwrap().iter().map(|f| f.spans).sum::<u64>(), 3);
+}
