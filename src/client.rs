@@ -215,16 +215,23 @@ pub(crate) struct CallState {
 }
 
 impl CallState {
-    /// Builds the result from a decoded response and records it on the span;
-    /// `cut_off` marks a stream that did not reach its end.
-    pub fn finish(&self, response: ChatResponse, cut_off: bool, aborted: bool) -> RunResult {
-        let finish = response.finish();
-        let usage = response.usage.unwrap_or_default();
+    /// Records a response on the span and returns its cost; `cut_off` marks a stream
+    /// that did not reach its end.
+    pub fn record(&self, response: &ChatResponse, cut_off: bool) -> Option<f64> {
         let cost = response
             .usage
             .as_ref()
             .and_then(|u| pricing::cost_usd(&self.model, u));
-        self.call.record_response(&response, finish, cut_off, cost);
+        self.call
+            .record_response(response, response.finish(), cut_off, cost);
+        cost
+    }
+
+    /// Records a response on the span and builds the call's result from it.
+    pub fn finish(&self, response: ChatResponse, cut_off: bool, aborted: bool) -> RunResult {
+        let cost = self.record(&response, cut_off);
+        let finish = response.finish();
+        let usage = response.usage.unwrap_or_default();
         RunResult {
             message: assistant_message(&response.text, &response.tool_calls),
             span_id: ids::format_span_id(self.call.span_id),
@@ -268,9 +275,7 @@ impl Tracia {
     /// # Ok(()) }
     /// ```
     pub async fn run_local(&self, input: RunLocal) -> Result<RunResult> {
-        let prepared = self.prepare(input, false, Placement::default())?;
-        let span = prepared.state.call.span.clone();
-        execute(prepared).instrument(span).await
+        self.run_local_at(input, Placement::default()).await
     }
 
     /// Calls the model and streams the answer; see [`RunStream`].
@@ -391,7 +396,9 @@ impl Tracia {
                     ),
                 )
             })?;
-        let base = &self.inner.base_urls[&provider];
+        let base = self.inner.base_urls.get(&provider).ok_or_else(|| {
+            Error::invalid(format!("No base URL configured for provider '{provider}'"))
+        })?;
         let messages = variables::interpolate(&input.messages, &input.variables);
         let send = input.send_trace.unwrap_or(true);
         let call = CallSpan::start(

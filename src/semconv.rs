@@ -106,14 +106,18 @@ pub(crate) fn output_messages(text: &str, tool_calls: &[ToolCall], finish_reason
     json!([{"role": "assistant", "parts": parts, "finish_reason": finish_reason}]).to_string()
 }
 
-/// `gen_ai.tool.definitions`.
-pub(crate) fn tool_definitions(tools: &[ToolDefinition]) -> String {
+/// `gen_ai.tool.definitions`; without `full`, names only (the semconv advises against
+/// descriptions and schemas by default, and they can be content).
+pub(crate) fn tool_definitions(tools: &[ToolDefinition], full: bool) -> String {
     let out: Vec<Value> = tools
         .iter()
         .map(|t| {
-            let mut v = json!({"type": "function", "name": t.name, "parameters": t.parameters});
-            if let Some(d) = &t.description {
-                v["description"] = d.as_str().into();
+            let mut v = json!({"type": "function", "name": t.name});
+            if full {
+                v["parameters"] = t.parameters.clone();
+                if let Some(d) = &t.description {
+                    v["description"] = d.as_str().into();
+                }
             }
             v
         })

@@ -9,7 +9,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::chat::ChatResponse;
 use crate::error::Error;
 use crate::ids;
-use crate::message::{Message, ResponseFormat, ToolDefinition};
+use crate::message::{Message, ResponseFormat};
 use crate::provider::Provider;
 use crate::run::{FinishReason, RunLocal};
 use crate::semconv::{self, SemconvMode};
@@ -333,24 +333,10 @@ fn record_request(
             let vars = serde_json::to_string(&input.variables).unwrap_or_default();
             span.record("tracia.variables", vars);
         }
-        if !input.tools.is_empty() {
-            span.record(
-                "gen_ai.tool.definitions",
-                semconv::tool_definitions(&input.tools),
-            );
-        }
-    } else if !input.tools.is_empty() {
-        // Without content capture, names only: the semconv advises against schemas by default.
-        let names: Vec<ToolDefinition> = input
-            .tools
-            .iter()
-            .map(|t| ToolDefinition {
-                description: None,
-                parameters: serde_json::Value::Null,
-                ..t.clone()
-            })
-            .collect();
-        span.record("gen_ai.tool.definitions", semconv::tool_definitions(&names));
+    }
+    if !input.tools.is_empty() {
+        let definitions = semconv::tool_definitions(&input.tools, settings.capture_content);
+        span.record("gen_ai.tool.definitions", definitions);
     }
 }
 

@@ -181,7 +181,7 @@ impl RunStream {
                 Ok(result)
             }
             Ending::Failed(error) => {
-                self.state.finish(acc.finish(), true, false);
+                self.state.record(&acc.finish(), true);
                 self.state.call.record_error(&error);
                 Err(error)
             }

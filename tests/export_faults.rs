@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::{FakeOpenAi, FakeTracia, OtlpReceiver, ReceiverMode, client, install, pipeline_with};
-use tracia::{ExportFailure, RunLocal};
+use tracia::ExportFailure;
 
 const KEY: &str = "tr_test_key_0123456789abcdef";
 const CALLS: usize = 20;
@@ -27,33 +27,17 @@ fn recorder() -> (
 /// span is accounted for as lost, once, with a report.
 #[tokio::test(flavor = "multi_thread")]
 async fn backends_answering_503_lose_nothing_silently() {
-    let (fake, otlp, cloud) = (
-        FakeOpenAi::start().await,
-        OtlpReceiver::start().await,
-        FakeTracia::start(KEY).await,
-    );
+    let (fake, otlp, cloud) = support::servers(KEY).await;
     otlp.set_mode(ReceiverMode::Status(503));
     cloud.set_mode(ReceiverMode::Status(503));
-    for _ in 0..CALLS {
-        fake.enqueue_fixture("openai/chat-1");
-    }
+    support::enqueue_times(&fake, "openai/chat-1", CALLS);
     let (seen, callback) = recorder();
     let guard = pipeline_with(Some(&otlp), Some((&cloud, KEY)), |b| {
         b.on_export_failure(callback)
     });
     let sub = install(&guard);
     let tracia = client(&fake);
-    // A deadlock guard, not a speed assertion: calls must not wait on export at all.
-    tokio::time::timeout(Duration::from_secs(60), async {
-        for _ in 0..CALLS {
-            tracia
-                .run_local(RunLocal::new("gpt-4o").user("hi"))
-                .await
-                .unwrap();
-        }
-    })
-    .await
-    .expect("LLM calls complete while the backends fail");
+    support::run_calls(&tracia, CALLS).await;
     drop(sub);
     guard.flush().await;
     let stats = guard.stats();
@@ -91,32 +75,16 @@ async fn backends_answering_503_lose_nothing_silently() {
 #[tokio::test(flavor = "multi_thread")]
 async fn delivery_resumes_by_itself_when_the_backend_returns() {
     let (fake, cloud) = (FakeOpenAi::start().await, FakeTracia::start(KEY).await);
-    for _ in 0..4 {
-        fake.enqueue_fixture("openai/chat-1");
-    }
+    support::enqueue_times(&fake, "openai/chat-1", 4);
     cloud.set_mode(ReceiverMode::Status(503));
     let (seen, callback) = recorder();
     let guard = pipeline_with(None, Some((&cloud, KEY)), |b| b.on_export_failure(callback));
     let _sub = install(&guard);
     let tracia = client(&fake);
-    for _ in 0..2 {
-        tracia
-            .run_local(RunLocal::new("gpt-4o").user("down"))
-            .await
-            .unwrap();
-    }
+    support::run_calls(&tracia, 2).await;
     guard.flush().await;
     cloud.set_mode(ReceiverMode::Ok);
-    let mut ok = Vec::new();
-    for _ in 0..2 {
-        ok.push(
-            tracia
-                .run_local(RunLocal::new("gpt-4o").user("up"))
-                .await
-                .unwrap()
-                .span_id,
-        );
-    }
+    let ok = support::run_calls(&tracia, 2).await;
     guard.flush().await;
     let delivered: Vec<String> = cloud
         .spans()
@@ -139,25 +107,14 @@ async fn delivery_resumes_by_itself_when_the_backend_returns() {
 async fn a_hanging_otlp_backend_does_not_hold_up_calls() {
     let (fake, otlp) = (FakeOpenAi::start().await, OtlpReceiver::start().await);
     otlp.set_mode(ReceiverMode::Hang);
-    for _ in 0..CALLS {
-        fake.enqueue_fixture("openai/chat-1");
-    }
+    support::enqueue_times(&fake, "openai/chat-1", CALLS);
     let guard = pipeline_with(Some(&otlp), None, |b| {
         b.with_otlp_timeout(Duration::from_millis(300))
             .with_max_export_batch_size(4)
     });
     let _sub = install(&guard);
     let tracia = client(&fake);
-    tokio::time::timeout(Duration::from_secs(60), async {
-        for _ in 0..CALLS {
-            tracia
-                .run_local(RunLocal::new("gpt-4o").user("hi"))
-                .await
-                .unwrap();
-        }
-    })
-    .await
-    .expect("LLM calls complete while the backend hangs");
+    support::run_calls(&tracia, CALLS).await;
     guard.flush().await;
     let s = guard.stats()[0];
     assert_eq!(s.queued, CALLS as u64);
@@ -170,9 +127,7 @@ async fn a_hanging_otlp_backend_does_not_hold_up_calls() {
 async fn queue_overflow_is_counted_and_reported() {
     let (fake, otlp) = (FakeOpenAi::start().await, OtlpReceiver::start().await);
     otlp.set_mode(ReceiverMode::Hang);
-    for _ in 0..CALLS {
-        fake.enqueue_fixture("openai/chat-1");
-    }
+    support::enqueue_times(&fake, "openai/chat-1", CALLS);
     let (seen, callback) = recorder();
     let guard = pipeline_with(Some(&otlp), None, |b| {
         b.with_otlp_timeout(Duration::from_millis(200))
@@ -182,12 +137,7 @@ async fn queue_overflow_is_counted_and_reported() {
     });
     let sub = install(&guard);
     let tracia = client(&fake);
-    for _ in 0..CALLS {
-        tracia
-            .run_local(RunLocal::new("gpt-4o").user("hi"))
-            .await
-            .unwrap();
-    }
+    support::run_calls(&tracia, CALLS).await;
     drop(sub);
     guard.shutdown().await;
     let reported: u64 = seen.lock().unwrap().iter().map(|f| f.spans).sum();
@@ -208,9 +158,7 @@ async fn queue_overflow_is_counted_and_reported() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backend_that_is_down_loses_nothing_silently() {
     let fake = FakeOpenAi::start().await;
-    for _ in 0..3 {
-        fake.enqueue_fixture("openai/chat-1");
-    }
+    support::enqueue_times(&fake, "openai/chat-1", 3);
     // A port that was just free: connections to it are refused.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -225,12 +173,7 @@ async fn a_backend_that_is_down_loses_nothing_silently() {
         .unwrap();
     let sub = install(&guard);
     let tracia = client(&fake);
-    for _ in 0..3 {
-        tracia
-            .run_local(RunLocal::new("gpt-4o").user("hi"))
-            .await
-            .unwrap();
-    }
+    support::run_calls(&tracia, 3).await;
     drop(sub);
     guard.shutdown().await;
     assert_eq!(seen.lock().unwrap().iter().map(|f| f.spans).sum::<u64>(), 3);

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{
-    FakeOpenAi, FakeTracia, OtlpReceiver, check_span_payload, client, client_with, install,
-    pipeline,
+    FakeOpenAi, OtlpReceiver, check_span_payload, client, client_with, install, pipeline,
 };
 use tracia::RunLocal;
 use tracing::Instrument;
@@ -26,11 +25,7 @@ fn json_attr(span: &support::ReceivedSpan, key: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chat_span_reaches_otlp_and_tracia_with_every_attribute() {
-    let (fake, otlp, cloud) = (
-        FakeOpenAi::start().await,
-        OtlpReceiver::start().await,
-        FakeTracia::start(KEY).await,
-    );
+    let (fake, otlp, cloud) = support::servers(KEY).await;
     fake.enqueue_fixture("openai/chat-1");
     let guard = pipeline(Some(&otlp), Some((&cloud, KEY)));
     let _sub = install(&guard);
@@ -220,11 +215,7 @@ async fn chat_span_reaches_otlp_and_tracia_with_every_attribute() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn provider_failure_is_an_error_span_in_both_backends() {
-    let (fake, otlp, cloud) = (
-        FakeOpenAi::start().await,
-        OtlpReceiver::start().await,
-        FakeTracia::start(KEY).await,
-    );
+    let (fake, otlp, cloud) = support::servers(KEY).await;
     fake.enqueue_openai_error(
         500,
         "The server had an error while processing your request",
@@ -298,11 +289,7 @@ async fn caller_span_id_is_honoured_and_send_trace_false_exports_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn content_capture_can_be_switched_off() {
-    let (fake, otlp, cloud) = (
-        FakeOpenAi::start().await,
-        OtlpReceiver::start().await,
-        FakeTracia::start(KEY).await,
-    );
+    let (fake, otlp, cloud) = support::servers(KEY).await;
     fake.enqueue_fixture("openai/chat-1");
     let guard = pipeline(Some(&otlp), Some((&cloud, KEY)));
     let _sub = install(&guard);
@@ -311,7 +298,8 @@ async fn content_capture_can_be_switched_off() {
         .run_local(
             RunLocal::new("gpt-4o")
                 .user("secret plans")
-                .variable("x", "y"),
+                .variable("x", "y")
+                .tool(tracia::ToolDefinition::new("lookup").with_description("secret tool")),
         )
         .await
         .unwrap();
@@ -332,28 +320,26 @@ async fn content_capture_can_be_switched_off() {
         Some(15),
         "operational data stays"
     );
+    assert_eq!(
+        json_attr(chat, "gen_ai.tool.definitions"),
+        json!([{"type": "function", "name": "lookup"}]),
+        "tool names only"
+    );
     let p = &cloud.wait_for_spans(1, WAIT).await[0];
-    assert!(!p.to_string().contains("secret plans"));
+    assert!(!p.to_string().contains("secret"));
 }
 
 /// Plain `#[tokio::test]` is a current-thread runtime: flush must not deadlock on it.
 #[tokio::test]
 async fn flush_on_a_current_thread_runtime_delivers_everything() {
     let (fake, otlp) = (FakeOpenAi::start().await, OtlpReceiver::start().await);
-    for _ in 0..5 {
-        fake.enqueue_fixture("openai/chat-1");
-    }
+    support::enqueue_times(&fake, "openai/chat-1", 5);
     let guard = support::pipeline_with(Some(&otlp), None, |b| {
         b.with_scheduled_delay(Duration::from_secs(60))
     });
     let _sub = install(&guard);
     let tracia = client(&fake);
-    for _ in 0..5 {
-        tracia
-            .run_local(RunLocal::new("gpt-4o").user("hi"))
-            .await
-            .unwrap();
-    }
+    support::run_calls(&tracia, 5).await;
     // The 60 s delay means only the flush can have sent them.
     tokio::time::timeout(Duration::from_secs(30), guard.flush())
         .await

@@ -22,9 +22,7 @@ fn chat_spans(spans: &[ReceivedSpan]) -> Vec<&ReceivedSpan> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_of_three_calls_is_one_trace_with_a_parent_chain() {
     let (fake, otlp) = (FakeOpenAi::start().await, OtlpReceiver::start().await);
-    for _ in 0..3 {
-        fake.enqueue_fixture("openai/chat-1");
-    }
+    support::enqueue_times(&fake, "openai/chat-1", 3);
     let guard = pipeline(Some(&otlp), None);
     let _sub = install(&guard);
     let session = client(&fake).create_session();

@@ -32,7 +32,9 @@ pub use fixtures::{
 #[allow(unused_imports)]
 pub use otlp_receiver::{OtlpReceiver, ReceivedEvent, ReceivedSpan};
 #[allow(unused_imports)]
-pub use sdk::{client, client_with, install, pipeline, pipeline_with};
+pub use sdk::{
+    client, client_with, enqueue_times, install, pipeline, pipeline_with, run_calls, servers,
+};
 #[allow(unused_imports)]
 pub use server::RecordedRequest;
 

@@ -60,3 +60,40 @@ pub fn install(guard: &TelemetryGuard) -> tracing::subscriber::DefaultGuard {
     use tracing_subscriber::layer::SubscriberExt;
     tracing::subscriber::set_default(tracing_subscriber::registry().with(guard.layer()))
 }
+
+/// A fake provider, an OTLP receiver and a fake Tracia API accepting `key`.
+pub async fn servers(key: &str) -> (FakeOpenAi, OtlpReceiver, FakeTracia) {
+    (
+        FakeOpenAi::start().await,
+        OtlpReceiver::start().await,
+        FakeTracia::start(key).await,
+    )
+}
+
+/// Queues the same recorded exchange `n` times.
+pub fn enqueue_times(fake: &FakeOpenAi, fixture: &str, n: usize) {
+    for _ in 0..n {
+        fake.enqueue_fixture(fixture);
+    }
+}
+
+/// Makes `n` plain calls and returns their span ids. The 60 s bound is a deadlock guard
+/// (calls must never wait on export), not a speed check.
+pub async fn run_calls(tracia: &Tracia, n: usize) -> Vec<String> {
+    let calls = async {
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(
+                tracia
+                    .run_local(tracia::RunLocal::new("gpt-4o").user("hi"))
+                    .await
+                    .unwrap()
+                    .span_id,
+            );
+        }
+        ids
+    };
+    tokio::time::timeout(Duration::from_secs(60), calls)
+        .await
+        .expect("LLM calls complete whatever the export backends do")
+}
