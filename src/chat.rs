@@ -34,6 +34,8 @@ pub(crate) struct ChatResponse {
     pub id: Option<String>,
     pub model: Option<String>,
     pub text: String,
+    /// Reasoning ("thinking") text, kept out of `text`.
+    pub reasoning: String,
     pub tool_calls: Vec<ToolCall>,
     /// The provider's own finish reason, before normalization.
     pub finish_reason: Option<String>,
@@ -79,6 +81,8 @@ pub(crate) enum StreamEvent {
     },
     /// Answer text.
     Text(String),
+    /// Reasoning ("thinking") text: recorded, never handed to the caller as answer.
+    Reasoning(String),
     /// A fragment of tool call `index`; id and name come with the first fragment.
     ToolCall {
         index: usize,
@@ -125,6 +129,7 @@ impl StreamAccumulator {
                 return Some(text);
             }
             StreamEvent::Text(_) => {}
+            StreamEvent::Reasoning(text) => r.reasoning.push_str(&text),
             StreamEvent::ToolCall {
                 index,
                 id,
@@ -186,9 +191,9 @@ fn merge_usage(old: Option<Usage>, new: Usage) -> Usage {
 /// A provider's chat wire format. Implementations hold only translation: sending,
 /// timeouts, errors, spans and stream assembly are shared.
 pub(crate) trait ChatWire: Send + Sync + std::fmt::Debug {
-    /// The URL of a chat call under `base_url`.
+    /// The URL of a chat call under `base_url` (no trailing slash).
     fn chat_url(&self, base_url: &str, request: &ChatRequest<'_>) -> String;
-    /// Adds the provider's authentication to a request.
+    /// Adds the provider's key-based authentication (and fixed headers) to a request.
     fn authorize(&self, request: reqwest::RequestBuilder, api_key: &str)
     -> reqwest::RequestBuilder;
     /// The request body.

@@ -27,7 +27,7 @@ use crate::transport;
 use crate::variables;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
-const OPENAI_DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+const DEFAULT_AWS_REGION: &str = "eu-central-1";
 
 /// The Tracia client: runs LLM calls, each one an OpenTelemetry GenAI span.
 ///
@@ -54,6 +54,7 @@ struct Inner {
     http: reqwest::Client,
     api_keys: HashMap<Provider, SecretString>,
     base_urls: HashMap<Provider, reqwest::Url>,
+    aws_region: String,
     timeout: Duration,
     span_settings: SpanSettings,
 }
@@ -76,6 +77,7 @@ struct Inner {
 pub struct TraciaBuilder {
     api_keys: HashMap<Provider, SecretString>,
     base_urls: HashMap<Provider, String>,
+    aws_region: Option<String>,
     timeout: Option<Duration>,
     capture_content: Option<bool>,
     semconv: Option<SemconvMode>,
@@ -92,8 +94,18 @@ impl TraciaBuilder {
     }
 
     /// The base URL of a provider, e.g. an OpenAI-compatible server's `http://host/v1`.
+    /// Defaults: `https://api.openai.com/v1`, `https://api.anthropic.com`,
+    /// `https://generativelanguage.googleapis.com`,
+    /// `https://bedrock-runtime.{region}.amazonaws.com`, `https://api.voyageai.com/v1`.
     pub fn with_base_url(mut self, provider: Provider, url: impl Into<String>) -> Self {
         self.base_urls.insert(provider, url.into());
+        self
+    }
+
+    /// The AWS region of Bedrock calls (else `AWS_REGION`, `AWS_DEFAULT_REGION`, then
+    /// `eu-central-1`). It picks the endpoint and the model id's cross-region prefix.
+    pub fn with_aws_region(mut self, region: impl Into<String>) -> Self {
+        self.aws_region = Some(region.into());
         self
     }
 
@@ -131,30 +143,26 @@ impl TraciaBuilder {
     pub fn build(self) -> Result<Tracia> {
         let from_env = |name: &str| if self.no_env { None } else { env(name) };
         let mut api_keys = self.api_keys;
-        for provider in [
-            Provider::OpenAi,
-            Provider::Anthropic,
-            Provider::Google,
-            Provider::AmazonBedrock,
-            Provider::Voyage,
-        ] {
-            if let (false, Some(key)) = (
-                api_keys.contains_key(&provider),
-                from_env(provider.api_key_env()),
-            ) {
+        let aws_region = self
+            .aws_region
+            .clone()
+            .or_else(|| from_env("AWS_REGION"))
+            .or_else(|| from_env("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| DEFAULT_AWS_REGION.to_owned());
+        let mut base_urls = HashMap::new();
+        for provider in Provider::ALL {
+            if !api_keys.contains_key(&provider)
+                && let Some(key) = provider.api_key_envs().iter().find_map(|v| from_env(v))
+            {
                 api_keys.insert(provider, SecretString::from(key));
             }
-        }
-        let mut base_urls = HashMap::new();
-        let openai = self
-            .base_urls
-            .get(&Provider::OpenAi)
-            .cloned()
-            .or_else(|| from_env("OPENAI_BASE_URL"))
-            .unwrap_or_else(|| OPENAI_DEFAULT_BASE_URL.to_owned());
-        base_urls.insert(Provider::OpenAi, parse_base_url(&openai)?);
-        for (provider, url) in &self.base_urls {
-            base_urls.insert(*provider, parse_base_url(url)?);
+            let url = self
+                .base_urls
+                .get(&provider)
+                .cloned()
+                .or_else(|| from_env(provider.base_url_env()))
+                .unwrap_or_else(|| provider.default_base_url(&aws_region));
+            base_urls.insert(provider, parse_base_url(provider, &url)?);
         }
         let capture_content = self.capture_content.unwrap_or_else(|| {
             capture_content_from(
@@ -181,6 +189,7 @@ impl TraciaBuilder {
                 http,
                 api_keys,
                 base_urls,
+                aws_region,
                 timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
                 span_settings: SpanSettings {
                     capture_content,
@@ -191,16 +200,21 @@ impl TraciaBuilder {
     }
 }
 
-fn parse_base_url(url: &str) -> Result<reqwest::Url> {
+fn parse_base_url(provider: Provider, url: &str) -> Result<reqwest::Url> {
     reqwest::Url::parse(url)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https"))
-        .ok_or_else(|| Error::invalid(format!("Invalid base URL '{url}': expected an http(s) URL")))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "Invalid base URL '{url}' for provider '{provider}': expected an http(s) URL"
+            ))
+        })
 }
 
 /// A validated call, its span started, ready to send.
 pub(crate) struct PreparedCall {
-    pub request: reqwest::RequestBuilder,
+    pub http: reqwest::Client,
+    pub request: reqwest::Request,
     pub state: CallState,
 }
 
@@ -245,6 +259,7 @@ impl CallState {
             response_id: response.id,
             finish_reason: finish,
             tool_calls: response.tool_calls,
+            reasoning: Some(response.reasoning).filter(|r| !r.is_empty()),
             text: response.text,
             aborted,
         }
@@ -371,18 +386,7 @@ impl Tracia {
     ) -> Result<PreparedCall> {
         let placement = self.validate(&input, session)?;
         let provider = Provider::resolve(&input.model, input.provider)?;
-        let wire: &'static dyn ChatWire = match provider {
-            Provider::OpenAi => &OpenAiChat,
-            other => {
-                return Err(Error::new(
-                    ErrorCode::UnsupportedModel,
-                    format!(
-                        "Provider '{other}' (model '{}') is not supported by this version of tracia yet",
-                        input.model
-                    ),
-                ));
-            }
-        };
+        let wire = chat_wire(provider, &input.model)?;
         let key = input
             .provider_api_key
             .take()
@@ -396,9 +400,7 @@ impl Tracia {
                     ),
                 )
             })?;
-        let base = self.inner.base_urls.get(&provider).ok_or_else(|| {
-            Error::invalid(format!("No base URL configured for provider '{provider}'"))
-        })?;
+        let base = &self.inner.base_urls[&provider];
         let messages = variables::interpolate(&input.messages, &input.variables);
         let send = input.send_trace.unwrap_or(true);
         let call = CallSpan::start(
@@ -413,8 +415,14 @@ impl Tracia {
             },
             self.inner.span_settings,
         );
+        let wire_model = match provider {
+            Provider::AmazonBedrock => {
+                crate::provider::bedrock_model_id(&input.model, &self.inner.aws_region)
+            }
+            _ => input.model.clone(),
+        };
         let chat = ChatRequest {
-            model: &input.model,
+            model: &wire_model,
             messages: &messages,
             temperature: input.temperature,
             top_p: input.top_p,
@@ -426,17 +434,17 @@ impl Tracia {
             stream,
             custom: input.custom_options.get(&provider),
         };
-        let mut headers = http::HeaderMap::new();
+        let url = wire.chat_url(base.as_str().trim_end_matches('/'), &chat);
+        let request = self.inner.http.post(url).json(&wire.encode(&chat));
+        let mut request = wire
+            .authorize(request, key.expose_secret())
+            .build()
+            .map_err(|e| Error::invalid(format!("cannot build the provider request: {e}")))?;
+        // After authorization: a signature must not cover headers a proxy may rewrite.
         TraceContextPropagator::new()
-            .inject_context(&call.context, &mut HeaderInjector(&mut headers));
-        let request = self
-            .inner
-            .http
-            .post(wire.chat_url(base.as_str(), &chat))
-            .headers(headers)
-            .json(&wire.encode(&chat));
-        let request = wire.authorize(request, key.expose_secret());
+            .inject_context(&call.context, &mut HeaderInjector(request.headers_mut()));
         Ok(PreparedCall {
+            http: self.inner.http.clone(),
             request,
             state: CallState {
                 call,
@@ -488,11 +496,34 @@ impl Tracia {
     }
 }
 
+/// The chat wire format of `provider`.
+fn chat_wire(provider: Provider, model: &str) -> Result<&'static dyn ChatWire> {
+    match provider {
+        Provider::OpenAi => Ok(&OpenAiChat),
+        Provider::Voyage => Err(Error::new(
+            ErrorCode::UnsupportedModel,
+            format!("Voyage offers embedding models only: use run_embedding for '{model}'"),
+        )),
+        other => Err(Error::new(
+            ErrorCode::UnsupportedModel,
+            format!(
+                "Provider '{other}' (model '{model}') is not supported by this version of tracia yet"
+            ),
+        )),
+    }
+}
+
 /// Sends a non-streaming call and records its outcome on the span.
-async fn execute(PreparedCall { request, state }: PreparedCall) -> Result<RunResult> {
+async fn execute(
+    PreparedCall {
+        http,
+        request,
+        state,
+    }: PreparedCall,
+) -> Result<RunResult> {
     let timeout = state.timeout;
     let outcome = tokio::time::timeout(timeout, async {
-        let response = transport::send(request, state.wire, state.provider, timeout).await?;
+        let response = transport::send(&http, request, state.wire, state.provider, timeout).await?;
         let body = response
             .bytes()
             .await

@@ -61,6 +61,50 @@ impl Provider {
         }
     }
 
+    /// Every environment variable that may hold the key, in the order they are tried
+    /// (the Tracia name first, then the provider's own SDK name).
+    pub(crate) fn api_key_envs(self) -> &'static [&'static str] {
+        match self {
+            Self::OpenAi => &["OPENAI_API_KEY"],
+            Self::Anthropic => &["ANTHROPIC_API_KEY"],
+            Self::Google => &["GOOGLE_API_KEY", "GEMINI_API_KEY"],
+            Self::AmazonBedrock => &["BEDROCK_API_KEY", "AWS_BEARER_TOKEN_BEDROCK"],
+            Self::Voyage => &["VOYAGE_API_KEY"],
+        }
+    }
+
+    /// The environment variable overriding the provider's base URL (each provider
+    /// SDK's own name for it).
+    pub(crate) fn base_url_env(self) -> &'static str {
+        match self {
+            Self::OpenAi => "OPENAI_BASE_URL",
+            Self::Anthropic => "ANTHROPIC_BASE_URL",
+            Self::Google => "GOOGLE_GEMINI_BASE_URL",
+            Self::AmazonBedrock => "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+            Self::Voyage => "VOYAGE_BASE_URL",
+        }
+    }
+
+    /// The public endpoint; Bedrock's depends on the AWS region.
+    pub(crate) fn default_base_url(self, aws_region: &str) -> String {
+        match self {
+            Self::OpenAi => "https://api.openai.com/v1".into(),
+            Self::Anthropic => "https://api.anthropic.com".into(),
+            Self::Google => "https://generativelanguage.googleapis.com".into(),
+            Self::AmazonBedrock => format!("https://bedrock-runtime.{aws_region}.amazonaws.com"),
+            Self::Voyage => "https://api.voyageai.com/v1".into(),
+        }
+    }
+
+    /// Every provider, in declaration order.
+    pub(crate) const ALL: [Provider; 5] = [
+        Self::OpenAi,
+        Self::Anthropic,
+        Self::Google,
+        Self::AmazonBedrock,
+        Self::Voyage,
+    ];
+
     /// Parses Tracia's name (any case; `bedrock` is accepted for `amazon_bedrock`).
     ///
     /// ```
@@ -134,6 +178,21 @@ const BEDROCK_VENDORS: [&str; 6] = [
     "deepseek.",
 ];
 const BEDROCK_REGIONS: [&str; 7] = ["us", "eu", "ap", "sa", "ca", "me", "af"];
+
+/// The Bedrock model id for `region`, as the Tracia SDKs rewrite it: the cross-region
+/// inference prefix of the region (`eu` for `eu-central-1`) replaces a known prefix or
+/// is prepended. ARNs name one resource exactly and are left alone.
+pub(crate) fn bedrock_model_id(model: &str, region: &str) -> String {
+    if model.starts_with("arn:") {
+        return model.to_owned();
+    }
+    let prefix = region.split('-').next().unwrap_or(region);
+    let bare = match model.split_once('.') {
+        Some((head, rest)) if BEDROCK_REGIONS.contains(&head) => rest,
+        _ => model,
+    };
+    format!("{prefix}.{bare}")
+}
 
 fn is_bedrock_model(model: &str) -> bool {
     let bare = match model.split_once('.') {
@@ -309,6 +368,25 @@ mod tests {
             EMBEDDING_MODELS.iter().map(|(_, m)| m.len()).sum::<usize>(),
             12
         );
+    }
+
+    #[test]
+    fn bedrock_ids_take_the_region_prefix() {
+        let id = "anthropic.claude-sonnet-4-5-20250929-v1:0";
+        assert_eq!(
+            bedrock_model_id(id, "eu-central-1"),
+            "eu.anthropic.claude-sonnet-4-5-20250929-v1:0"
+        );
+        assert_eq!(
+            bedrock_model_id(&format!("us.{id}"), "ap-northeast-1"),
+            format!("ap.{id}")
+        );
+        assert_eq!(
+            bedrock_model_id("amazon.titan-embed-text-v2:0", "eu-west-1"),
+            "eu.amazon.titan-embed-text-v2:0"
+        );
+        let arn = "arn:aws:bedrock:eu-central-1:123:inference-profile/x";
+        assert_eq!(bedrock_model_id(arn, "us-east-1"), arn);
     }
 
     #[test]

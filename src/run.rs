@@ -297,6 +297,9 @@ pub struct RunResult {
     pub response_model: Option<String>,
     /// The provider's response id.
     pub response_id: Option<String>,
+    /// The model's reasoning ("thinking") text, when the provider returned it; never
+    /// part of `text`.
+    pub reasoning: Option<String>,
     /// The tool calls the model asked for.
     pub tool_calls: Vec<ToolCall>,
     /// Why the model stopped.

@@ -96,9 +96,18 @@ fn tool_call_part(call: &ToolCall) -> Value {
     json!({"type": "tool_call", "id": call.id, "name": call.name, "arguments": call.arguments})
 }
 
-/// `gen_ai.output.messages`: the one choice as a semconv `OutputMessage`.
-pub(crate) fn output_messages(text: &str, tool_calls: &[ToolCall], finish_reason: &str) -> String {
+/// `gen_ai.output.messages`: the one choice as a semconv `OutputMessage`, reasoning first
+/// (the semconv `reasoning` part), then the answer and its tool calls.
+pub(crate) fn output_messages(
+    reasoning: &str,
+    text: &str,
+    tool_calls: &[ToolCall],
+    finish_reason: &str,
+) -> String {
     let mut parts = Vec::new();
+    if !reasoning.is_empty() {
+        parts.push(json!({"type": "reasoning", "content": reasoning}));
+    }
     if !text.is_empty() {
         parts.push(json!({"type": "text", "content": text}));
     }
@@ -252,7 +261,7 @@ mod tests {
     #[test]
     fn output_round_trip() {
         let calls = vec![ToolCall::new("c", "w", json!({"a": 1}))];
-        let out = output_messages("Let me check.", &calls, "tool_call");
+        let out = output_messages("", "Let me check.", &calls, "tool_call");
         assert_eq!(output_from(&out), ("Let me check.".into(), calls));
     }
 }

@@ -242,7 +242,12 @@ impl CallSpan {
         if self.settings.capture_content {
             span.record(
                 "gen_ai.output.messages",
-                semconv::output_messages(&response.text, &response.tool_calls, finish_str),
+                semconv::output_messages(
+                    &response.reasoning,
+                    &response.text,
+                    &response.tool_calls,
+                    finish_str,
+                ),
             );
         }
     }

@@ -102,10 +102,16 @@ enum Ending {
 
 impl RunStream {
     /// Sends the request and waits for the provider to accept it.
-    pub(crate) async fn open(PreparedCall { request, state }: PreparedCall) -> Result<Self> {
+    pub(crate) async fn open(
+        PreparedCall {
+            http,
+            request,
+            state,
+        }: PreparedCall,
+    ) -> Result<Self> {
         let timeout = state.timeout;
         let mut deadline = Box::pin(tokio::time::sleep(timeout));
-        let send = transport::send(request, state.wire, state.provider, timeout)
+        let send = transport::send(&http, request, state.wire, state.provider, timeout)
             .instrument(state.call.span.clone());
         let response = tokio::select! {
             response = send => response,

@@ -42,13 +42,14 @@ pub(crate) fn timeout_error(timeout: Duration) -> Error {
 /// Sends the request and returns the response if it is a success; an error status
 /// becomes `PROVIDER_ERROR` with the provider's own message, status and `Retry-After`.
 pub(crate) async fn send(
-    request: reqwest::RequestBuilder,
+    http: &reqwest::Client,
+    request: reqwest::Request,
     wire: &dyn ChatWire,
     provider: Provider,
     timeout: Duration,
 ) -> Result<reqwest::Response> {
-    let response = request
-        .send()
+    let response = http
+        .execute(request)
         .await
         .map_err(|e| transport_error(e, timeout))?;
     let status = response.status();

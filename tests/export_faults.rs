@@ -6,7 +6,9 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::{FakeOpenAi, FakeTracia, OtlpReceiver, ReceiverMode, client, install, pipeline_with};
+use support::{
+    FakeProvider, FakeTracia, OtlpReceiver, ReceiverMode, client, install, pipeline_with,
+};
 use tracia::ExportFailure;
 
 const KEY: &str = "tr_test_key_0123456789abcdef";
@@ -74,7 +76,7 @@ async fn backends_answering_503_lose_nothing_silently() {
 /// without any action, and the earlier ones are reported lost.
 #[tokio::test(flavor = "multi_thread")]
 async fn delivery_resumes_by_itself_when_the_backend_returns() {
-    let (fake, cloud) = (FakeOpenAi::start().await, FakeTracia::start(KEY).await);
+    let (fake, cloud) = (FakeProvider::start().await, FakeTracia::start(KEY).await);
     support::enqueue_times(&fake, "openai/chat-1", 4);
     cloud.set_mode(ReceiverMode::Status(503));
     let (seen, callback) = recorder();
@@ -105,7 +107,7 @@ async fn delivery_resumes_by_itself_when_the_backend_returns() {
 /// exporter's own timeout ends each attempt.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hanging_otlp_backend_does_not_hold_up_calls() {
-    let (fake, otlp) = (FakeOpenAi::start().await, OtlpReceiver::start().await);
+    let (fake, otlp) = (FakeProvider::start().await, OtlpReceiver::start().await);
     otlp.set_mode(ReceiverMode::Hang);
     support::enqueue_times(&fake, "openai/chat-1", CALLS);
     let guard = pipeline_with(Some(&otlp), None, |b| {
@@ -125,7 +127,7 @@ async fn a_hanging_otlp_backend_does_not_hold_up_calls() {
 /// A queue smaller than the burst: the overflow is counted and reported at shutdown.
 #[tokio::test(flavor = "multi_thread")]
 async fn queue_overflow_is_counted_and_reported() {
-    let (fake, otlp) = (FakeOpenAi::start().await, OtlpReceiver::start().await);
+    let (fake, otlp) = (FakeProvider::start().await, OtlpReceiver::start().await);
     otlp.set_mode(ReceiverMode::Hang);
     support::enqueue_times(&fake, "openai/chat-1", CALLS);
     let (seen, callback) = recorder();
@@ -157,7 +159,7 @@ async fn queue_overflow_is_counted_and_reported() {
 /// Nothing listens at the endpoint at all: calls work, every span is reported lost.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backend_that_is_down_loses_nothing_silently() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     support::enqueue_times(&fake, "openai/chat-1", 3);
     // A port that was just free: connections to it are refused.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::json;
-use support::{FakeOpenAi, client, fixture_request_body};
+use support::{FakeProvider, client, fixture_request_body};
 use tracia::{
     ContentPart, ErrorCode, FinishReason, Message, ResponseFormat, RunLocal, ToolCall,
     ToolDefinition,
@@ -25,7 +25,7 @@ fn weather_tool() -> ToolDefinition {
 
 #[tokio::test]
 async fn chat_returns_text_usage_ids_and_sends_the_recorded_request() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     fake.enqueue_fixture("openai/chat-1");
     let result = client(&fake)
         .run_local(
@@ -95,7 +95,7 @@ async fn chat_returns_text_usage_ids_and_sends_the_recorded_request() {
 
 #[tokio::test]
 async fn stream_without_usage_assembles_text() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     fake.enqueue_fixture("openai/chat-stream");
     let mut stream = client(&fake)
         .run_local_stream(RunLocal::new("gpt-3.5-turbo").user("Tell me a joke about opentelemetry"))
@@ -121,7 +121,7 @@ async fn stream_without_usage_assembles_text() {
 
 #[tokio::test]
 async fn stream_with_usage_in_the_last_chunk_keeps_usage() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     fake.enqueue_fixture("openai/chat-stream-usage");
     let stream = client(&fake)
         .run_local_stream(
@@ -150,7 +150,7 @@ async fn stream_with_usage_in_the_last_chunk_keeps_usage() {
 
 #[tokio::test]
 async fn tools_give_parsed_tool_calls_and_the_next_turn_message() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     fake.enqueue_fixture("openai/tools-1");
     let recorded = fixture_request_body("openai/tools-1");
     let f = &recorded["tools"][0]["function"];
@@ -182,7 +182,7 @@ async fn tools_give_parsed_tool_calls_and_the_next_turn_message() {
 
 #[tokio::test]
 async fn tools_stream_assembles_fragments_equal_to_the_non_streamed_call() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     fake.enqueue_fixture("openai/tools-stream-1");
     let input = RunLocal::new("gpt-3.5-turbo")
         .user("What's the weather like in San Francisco?")
@@ -207,7 +207,7 @@ async fn tools_stream_assembles_fragments_equal_to_the_non_streamed_call() {
 
 #[tokio::test]
 async fn tool_result_history_is_sent_in_openai_form() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     fake.enqueue_fixture("openai/tool-result-history-2");
     let call = ToolCall::new(
         "1",
@@ -239,7 +239,7 @@ async fn tool_result_history_is_sent_in_openai_form() {
 
 #[tokio::test]
 async fn response_format_json_schema_is_sent_and_parsed() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     fake.enqueue_fixture("openai/response-format-1");
     let recorded = fixture_request_body("openai/response-format-1");
     let js = &recorded["response_format"]["json_schema"];
@@ -267,7 +267,7 @@ async fn response_format_json_schema_is_sent_and_parsed() {
 
 #[tokio::test]
 async fn cached_tokens_are_a_subset_of_input_and_priced_as_cache_reads() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     fake.enqueue_fixture("openai/prompt-caching-2");
     let body = fixture_request_body("openai/prompt-caching-2");
     let messages: Vec<Message> = body["messages"]
@@ -298,7 +298,7 @@ async fn cached_tokens_are_a_subset_of_input_and_priced_as_cache_reads() {
 
 #[tokio::test]
 async fn provider_4xx_and_5xx_are_provider_errors_with_status_and_message() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     fake.enqueue_openai_error(
         401,
         "Incorrect API key provided: sk-proj-****abcd.",
@@ -333,7 +333,7 @@ async fn provider_4xx_and_5xx_are_provider_errors_with_status_and_message() {
 
 #[tokio::test]
 async fn timeout_is_a_typed_timeout() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     fake.enqueue_delayed("openai/chat-1", Duration::from_secs(5));
     let e = client(&fake)
         .run_local(RunLocal::new("gpt-4o").user("hi").timeout_ms(200))
@@ -345,7 +345,7 @@ async fn timeout_is_a_typed_timeout() {
 
 #[tokio::test]
 async fn malformed_json_is_a_provider_error() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     fake.enqueue(
         200,
         "application/json",
@@ -361,7 +361,7 @@ async fn malformed_json_is_a_provider_error() {
 
 #[tokio::test]
 async fn truncated_sse_fails_the_stream_and_its_result() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     fake.enqueue_truncated("openai/chat-stream", 700);
     let mut stream = client(&fake)
         .run_local_stream(RunLocal::new("gpt-4o").user("hi"))
@@ -387,7 +387,7 @@ async fn truncated_sse_fails_the_stream_and_its_result() {
 
 #[tokio::test]
 async fn invalid_input_fails_before_any_request() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     let tracia = client(&fake);
     let cases = [
         (RunLocal::new(" ").user("hi"), "model is required"),
@@ -440,7 +440,7 @@ async fn invalid_input_fails_before_any_request() {
 
 #[tokio::test]
 async fn missing_key_names_the_variable_and_keys_never_leak() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     let keyless = tracia::Tracia::builder()
         .without_env()
         .with_base_url(tracia::Provider::OpenAi, fake.base_url())
@@ -472,7 +472,7 @@ async fn missing_key_names_the_variable_and_keys_never_leak() {
 
 #[tokio::test]
 async fn custom_options_reach_the_wire_and_unknown_providers_are_typed() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     fake.enqueue_fixture("openai/chat-1");
     client(&fake)
         .run_local(

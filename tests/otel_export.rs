@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{
-    FakeOpenAi, OtlpReceiver, check_span_payload, client, client_with, install, pipeline,
+    FakeProvider, OtlpReceiver, check_span_payload, client, client_with, install, pipeline,
 };
 use tracia::RunLocal;
 use tracing::Instrument;
@@ -260,7 +260,7 @@ async fn provider_failure_is_an_error_span_in_both_backends() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn caller_span_id_is_honoured_and_send_trace_false_exports_nothing() {
-    let (fake, otlp) = (FakeOpenAi::start().await, OtlpReceiver::start().await);
+    let (fake, otlp) = (FakeProvider::start().await, OtlpReceiver::start().await);
     fake.enqueue_fixture("openai/chat-1")
         .enqueue_fixture("openai/chat-1");
     let guard = pipeline(Some(&otlp), None);
@@ -332,7 +332,7 @@ async fn content_capture_can_be_switched_off() {
 /// Plain `#[tokio::test]` is a current-thread runtime: flush must not deadlock on it.
 #[tokio::test]
 async fn flush_on_a_current_thread_runtime_delivers_everything() {
-    let (fake, otlp) = (FakeOpenAi::start().await, OtlpReceiver::start().await);
+    let (fake, otlp) = (FakeProvider::start().await, OtlpReceiver::start().await);
     support::enqueue_times(&fake, "openai/chat-1", 5);
     let guard = support::pipeline_with(Some(&otlp), None, |b| {
         b.with_scheduled_delay(Duration::from_secs(60))
@@ -350,7 +350,7 @@ async fn flush_on_a_current_thread_runtime_delivers_everything() {
 /// A quiet filter (`RUST_LOG=warn` style) drops the app's info spans, never the LLM's.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quiet_filter_never_drops_llm_spans() {
-    let (fake, otlp) = (FakeOpenAi::start().await, OtlpReceiver::start().await);
+    let (fake, otlp) = (FakeProvider::start().await, OtlpReceiver::start().await);
     fake.enqueue_fixture("openai/chat-1");
     let guard = support::pipeline_with(Some(&otlp), None, |b| b.with_filter("warn"));
     let _sub = install(&guard);

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use futures::StreamExt;
-use support::{FakeOpenAi, OtlpReceiver, ReceivedSpan, client, install, pipeline};
+use support::{FakeProvider, OtlpReceiver, ReceivedSpan, client, install, pipeline};
 use tracia::{RunLocal, Tracia};
 use tracing::Instrument;
 
@@ -21,7 +21,7 @@ fn chat_spans(spans: &[ReceivedSpan]) -> Vec<&ReceivedSpan> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_of_three_calls_is_one_trace_with_a_parent_chain() {
-    let (fake, otlp) = (FakeOpenAi::start().await, OtlpReceiver::start().await);
+    let (fake, otlp) = (FakeProvider::start().await, OtlpReceiver::start().await);
     support::enqueue_times(&fake, "openai/chat-1", 3);
     let guard = pipeline(Some(&otlp), None);
     let _sub = install(&guard);
@@ -81,7 +81,7 @@ async fn lookup_context() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_inside_an_instrumented_function_is_its_child() {
-    let (fake, otlp) = (FakeOpenAi::start().await, OtlpReceiver::start().await);
+    let (fake, otlp) = (FakeProvider::start().await, OtlpReceiver::start().await);
     fake.enqueue_fixture("openai/chat-1");
     let guard = pipeline(Some(&otlp), None);
     let _sub = install(&guard);
@@ -98,7 +98,7 @@ async fn a_call_inside_an_instrumented_function_is_its_child() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn explicit_ids_and_continued_sessions_win_over_the_ambient_span() {
-    let (fake, otlp) = (FakeOpenAi::start().await, OtlpReceiver::start().await);
+    let (fake, otlp) = (FakeProvider::start().await, OtlpReceiver::start().await);
     fake.enqueue_fixture("openai/chat-1")
         .enqueue_fixture("openai/chat-1");
     let guard = pipeline(Some(&otlp), None);
@@ -150,7 +150,7 @@ async fn explicit_ids_and_continued_sessions_win_over_the_ambient_span() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_dropped_after_two_chunks_exports_exactly_one_span() {
-    let (fake, otlp) = (FakeOpenAi::start().await, OtlpReceiver::start().await);
+    let (fake, otlp) = (FakeProvider::start().await, OtlpReceiver::start().await);
     fake.enqueue_chunked("openai/chat-stream", Duration::from_millis(30));
     let guard = pipeline(Some(&otlp), None);
     let _sub = install(&guard);
@@ -199,7 +199,7 @@ async fn a_stream_dropped_after_two_chunks_exports_exactly_one_span() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn abort_stops_at_once_and_resolves_with_aborted() {
-    let (fake, otlp) = (FakeOpenAi::start().await, OtlpReceiver::start().await);
+    let (fake, otlp) = (FakeProvider::start().await, OtlpReceiver::start().await);
     fake.enqueue_chunked("openai/chat-stream", Duration::from_secs(2));
     let guard = pipeline(Some(&otlp), None);
     let _sub = install(&guard);
@@ -231,7 +231,7 @@ async fn abort_stops_at_once_and_resolves_with_aborted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn streamed_span_has_usage_and_time_to_first_chunk() {
-    let (fake, otlp) = (FakeOpenAi::start().await, OtlpReceiver::start().await);
+    let (fake, otlp) = (FakeProvider::start().await, OtlpReceiver::start().await);
     fake.enqueue_fixture("openai/chat-stream-usage");
     let guard = pipeline(Some(&otlp), None);
     let _sub = install(&guard);

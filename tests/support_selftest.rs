@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use prost::Message;
 use serde_json::{Value as Json, json};
 use support::{
-    FakeOpenAi, FakeTracia, OtlpReceiver, ReceiverMode, check_span_payload, fixture_request_body,
+    FakeProvider, FakeTracia, OtlpReceiver, ReceiverMode, check_span_payload, fixture_request_body,
     fixture_response_body,
 };
 
@@ -29,11 +29,11 @@ fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
-// ---------------------------------------------------------------- FakeOpenAi
+// ---------------------------------------------------------------- FakeProvider
 
 #[tokio::test]
 async fn openai_replays_fixture_byte_for_byte_and_records_request() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     fake.enqueue_fixture("openai/chat-1");
     let sent = fixture_request_body("openai/chat-1");
 
@@ -72,14 +72,14 @@ async fn openai_replays_fixture_byte_for_byte_and_records_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openai_routes_by_suffix_and_checks_fixture_endpoint() {
-    let fake = FakeOpenAi::start().await;
+async fn routes_by_operation_and_checks_fixture_endpoint() {
+    let fake = FakeProvider::start().await;
     let http = client();
 
-    // Unknown paths answer 404 and leave the queue alone.
+    // Only POSTs are API calls: anything else answers 404 and leaves the queue alone.
     fake.enqueue_fixture("openai/embeddings-1");
     let resp = http
-        .post(format!("{}/v1/models", fake.url()))
+        .get(format!("{}/v1/models", fake.url()))
         .send()
         .await
         .unwrap();
@@ -99,7 +99,8 @@ async fn openai_routes_by_suffix_and_checks_fixture_endpoint() {
         fixture_response_body("openai/embeddings-1")
     );
 
-    // A fixture recorded for /embeddings refuses a chat request.
+    // A fixture recorded for /embeddings refuses a chat request, and a Gemini
+    // fixture recorded for one model answers another model's URL.
     fake.enqueue_fixture("openai/embeddings-2");
     let resp = http
         .post(format!("{}/chat/completions", fake.base_url()))
@@ -109,10 +110,22 @@ async fn openai_routes_by_suffix_and_checks_fixture_endpoint() {
         .unwrap();
     assert_eq!(resp.status(), 500);
     let text = resp.text().await.unwrap();
-    assert!(text.contains("recorded for /embeddings"), "{text}");
+    assert!(text.contains("recorded for embeddings"), "{text}");
+
+    fake.enqueue_fixture("google/generate-content");
+    let resp = http
+        .post(format!(
+            "{}/v1beta/models/gemini-2.0-flash:generateContent",
+            fake.url()
+        ))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
 
     // Non-JSON bodies are kept raw.
-    assert_eq!(fake.request_count(), 3);
+    assert_eq!(fake.request_count(), 4);
     let requests = fake.requests().await;
     assert_eq!(requests[0].body, Json::Null);
     assert_eq!(requests[1].path, "/custom/prefix/embeddings");
@@ -120,7 +133,7 @@ async fn openai_routes_by_suffix_and_checks_fixture_endpoint() {
 
 #[tokio::test]
 async fn openai_hand_made_errors_and_headers() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     let body = support::openai_error_body(
         "Rate limit reached for gpt-4o",
         "requests",
@@ -157,7 +170,7 @@ async fn openai_hand_made_errors_and_headers() {
 
 #[tokio::test]
 async fn openai_delayed_reply_and_client_timeout() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     let delay = Duration::from_millis(300);
     fake.enqueue_delayed("openai/chat-1", delay)
         .enqueue_delayed("openai/chat-2", delay);
@@ -194,7 +207,7 @@ async fn read_until_error(resp: reqwest::Response) -> (Vec<u8>, bool) {
 
 #[tokio::test]
 async fn openai_truncated_body_sends_prefix_then_aborts() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     // JSON (sent with the full Content-Length) and SSE (sent chunked).
     for name in ["openai/chat-1", "openai/chat-stream"] {
         fake.enqueue_truncated(name, 40);
@@ -213,7 +226,7 @@ async fn openai_truncated_body_sends_prefix_then_aborts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_chunked_stream_is_paced_event_by_event() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     let full = fixture_response_body("openai/tools-stream-1");
     let events = full.windows(2).filter(|w| w == b"\n\n").count();
     assert_eq!(events, 11);
@@ -254,7 +267,7 @@ async fn openai_chunked_stream_is_paced_event_by_event() {
 
 #[tokio::test]
 async fn openai_chunked_stream_notices_early_drop() {
-    let fake = FakeOpenAi::start().await;
+    let fake = FakeProvider::start().await;
     fake.enqueue_chunked("openai/chat-stream", Duration::from_millis(100));
 
     let resp = client()

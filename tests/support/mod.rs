@@ -1,6 +1,6 @@
 //! Shared integration-test support: fake HTTP servers for the SDK to talk to.
 //!
-//! - [`FakeOpenAi`]: replays recorded provider fixtures (plus hand-made errors,
+//! - [`FakeProvider`]: replays recorded provider fixtures (plus hand-made errors,
 //!   delays, truncation and paced SSE streams).
 //! - [`OtlpReceiver`]: an OTLP/HTTP trace receiver (protobuf and JSON).
 //! - [`FakeTracia`]: the Tracia cloud `POST /api/v1/spans` endpoint.
@@ -13,7 +13,7 @@
 //! its open connections.
 #![allow(dead_code)]
 
-mod fake_openai;
+mod fake_provider;
 mod fake_tracia;
 mod fixtures;
 mod otlp_receiver;
@@ -22,7 +22,7 @@ mod server;
 
 // Not every test file uses every re-export.
 #[allow(unused_imports)]
-pub use fake_openai::{Delivery, FakeOpenAi, Reply, StreamOutcome, openai_error_body};
+pub use fake_provider::{Delivery, FakeProvider, Reply, StreamOutcome, openai_error_body};
 #[allow(unused_imports)]
 pub use fake_tracia::{FakeTracia, check_span_payload};
 #[allow(unused_imports)]

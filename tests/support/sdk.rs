@@ -4,16 +4,16 @@ use std::time::Duration;
 
 use tracia::{Provider, TelemetryGuard, Tracia};
 
-use super::{FakeOpenAi, FakeTracia, OtlpReceiver};
+use super::{FakeProvider, FakeTracia, OtlpReceiver};
 
 /// A client pointed at the fake OpenAI server, ignoring the environment.
-pub fn client(openai: &FakeOpenAi) -> Tracia {
+pub fn client(openai: &FakeProvider) -> Tracia {
     client_with(openai, |b| b)
 }
 
 /// The same, with extra builder settings.
 pub fn client_with(
-    openai: &FakeOpenAi,
+    openai: &FakeProvider,
     f: impl FnOnce(tracia::TraciaBuilder) -> tracia::TraciaBuilder,
 ) -> Tracia {
     f(Tracia::builder()
@@ -62,16 +62,16 @@ pub fn install(guard: &TelemetryGuard) -> tracing::subscriber::DefaultGuard {
 }
 
 /// A fake provider, an OTLP receiver and a fake Tracia API accepting `key`.
-pub async fn servers(key: &str) -> (FakeOpenAi, OtlpReceiver, FakeTracia) {
+pub async fn servers(key: &str) -> (FakeProvider, OtlpReceiver, FakeTracia) {
     (
-        FakeOpenAi::start().await,
+        FakeProvider::start().await,
         OtlpReceiver::start().await,
         FakeTracia::start(key).await,
     )
 }
 
 /// Queues the same recorded exchange `n` times.
-pub fn enqueue_times(fake: &FakeOpenAi, fixture: &str, n: usize) {
+pub fn enqueue_times(fake: &FakeProvider, fixture: &str, n: usize) {
     for _ in 0..n {
         fake.enqueue_fixture(fixture);
     }

@@ -1,5 +1,5 @@
-//! A fake OpenAI API that answers from a FIFO queue of canned replies,
-//! usually recorded fixtures.
+//! A fake LLM provider API (OpenAI, Anthropic, Gemini, Bedrock, Voyage) that answers
+//! every POST from a FIFO queue of canned replies, usually recorded fixtures.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -17,10 +17,6 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 
 use super::fixtures::load_fixture;
 use super::server::{RecordedRequest, TestServer, lock, wait_until};
-
-/// The endpoints the fake answers, matched as path *suffixes* so that any base
-/// URL prefix works (`/v1/chat/completions`, `/openai/chat/completions`, ...).
-const ENDPOINTS: [&str; 3] = ["/chat/completions", "/embeddings", "/responses"];
 
 const MAX_REQUEST_BODY: usize = 64 * 1024 * 1024;
 
@@ -50,9 +46,9 @@ pub struct Reply {
     /// Wait this long before sending anything (status line included).
     pub delay: Duration,
     pub delivery: Delivery,
-    /// For fixtures: the endpoint it was recorded for. A request to another
-    /// endpoint gets a 500 naming both, so a wrong URL fails loudly.
-    pub expected_endpoint: Option<&'static str>,
+    /// For fixtures: the operation it was recorded for (see [`operation_of`]). A
+    /// request for another operation gets a 500 naming both, so a wrong URL fails loudly.
+    pub expected_endpoint: Option<String>,
     /// Used in error messages and [`StreamOutcome`]s.
     pub label: String,
 }
@@ -75,7 +71,7 @@ impl Reply {
     pub fn fixture(name: &str) -> Self {
         let f = load_fixture(name);
         let mut reply = Reply::new(f.status, &f.content_type, f.response_body.clone());
-        reply.expected_endpoint = endpoint_of(f.request_path());
+        reply.expected_endpoint = Some(operation_of(f.request_path()).to_string());
         reply.label = name.to_string();
         reply
     }
@@ -121,26 +117,28 @@ pub fn openai_error_body(message: &str, error_type: &str, code: Option<&str>) ->
 }
 
 #[derive(Default)]
-struct OpenAiState {
+struct ProviderState {
     queue: VecDeque<Reply>,
     requests: Vec<RecordedRequest>,
     streams: Vec<StreamOutcome>,
 }
 
-type Shared = Arc<Mutex<OpenAiState>>;
+type Shared = Arc<Mutex<ProviderState>>;
 
-/// Fake OpenAI server. Point the SDK at [`FakeOpenAi::base_url`].
-pub struct FakeOpenAi {
+/// Fake provider server. Point the SDK at [`FakeProvider::base_url`] (OpenAI-style,
+/// with `/v1`) or [`FakeProvider::url`] (Anthropic, Gemini, Bedrock: their paths carry
+/// the version).
+pub struct FakeProvider {
     server: TestServer,
     state: Shared,
 }
 
-impl FakeOpenAi {
+impl FakeProvider {
     pub async fn start() -> Self {
         let state = Shared::default();
         let router = Router::new().fallback(handle).with_state(state.clone());
-        FakeOpenAi {
-            server: TestServer::start("fake-openai", router),
+        FakeProvider {
+            server: TestServer::start("fake-provider", router),
             state,
         }
     }
@@ -265,43 +263,48 @@ impl FakeOpenAi {
     }
 }
 
-fn endpoint_of(path: &str) -> Option<&'static str> {
-    ENDPOINTS.into_iter().find(|e| path.ends_with(e))
+/// What a request path asks for, whatever the base URL and model: the last path
+/// segment, after its `:` if any (`completions`, `embeddings`, `responses`, `messages`,
+/// `generateContent`, `streamGenerateContent`, `batchEmbedContents`, `converse`,
+/// `converse-stream`, `invoke`).
+pub fn operation_of(path: &str) -> &str {
+    let last = path.rsplit('/').next().unwrap_or(path);
+    last.rsplit(':').next().unwrap_or(last)
 }
 
 async fn handle(State(state): State<Shared>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let raw = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
         Ok(raw) => raw,
-        Err(e) => return json_error(400, &format!("fake-openai: cannot read body: {e}")),
+        Err(e) => return json_error(400, &format!("fake-provider: cannot read body: {e}")),
     };
     let recorded = RecordedRequest::new(&parts, raw);
     let what = format!("{} {}", recorded.method, recorded.path);
-    let endpoint = endpoint_of(&recorded.path);
+    let operation = operation_of(&recorded.path).to_string();
 
     let reply = {
         let mut s = lock(&state);
         s.requests.push(recorded);
         // Only real API calls consume the queue, so a stray request cannot
         // shift every later reply by one.
-        if endpoint.is_none() || parts.method != http::Method::POST {
-            return json_error(404, &format!("fake-openai: no such endpoint: {what}"));
+        if parts.method != http::Method::POST {
+            return json_error(404, &format!("fake-provider: no such endpoint: {what}"));
         }
         s.queue.pop_front()
     };
     let Some(reply) = reply else {
         return json_error(
             500,
-            &format!("fake-openai: response queue is empty (unexpected request {what})"),
+            &format!("fake-provider: response queue is empty (unexpected request {what})"),
         );
     };
-    if let Some(expected) = reply.expected_endpoint
-        && Some(expected) != endpoint
+    if let Some(expected) = &reply.expected_endpoint
+        && *expected != operation
     {
         return json_error(
             500,
             &format!(
-                "fake-openai: fixture {} was recorded for {expected}, but got {what}",
+                "fake-provider: fixture {} was recorded for {expected}, but got {what}",
                 reply.label
             ),
         );
@@ -344,7 +347,7 @@ fn build_response(reply: Reply, state: Shared) -> Response {
     };
     builder
         .body(body)
-        .unwrap_or_else(|e| json_error(500, &format!("fake-openai: invalid queued reply: {e}")))
+        .unwrap_or_else(|e| json_error(500, &format!("fake-provider: invalid queued reply: {e}")))
 }
 
 /// Yields `prefix`, then an error, which makes hyper abort the connection.
@@ -353,7 +356,7 @@ fn truncated(prefix: Bytes) -> BoxStream<'static, std::io::Result<Bytes>> {
         tokio::time::sleep(FLUSH_BEFORE_ABORT).await;
         Err(std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
-            "fake-openai: body truncated on purpose",
+            "fake-provider: body truncated on purpose",
         ))
     };
     stream::once(async { Ok(prefix) })
@@ -424,7 +427,7 @@ fn json_error(status: u16, message: &str) -> Response {
         .header(CONTENT_TYPE, "application/json")
         .body(Body::from(openai_error_body(
             message,
-            "fake_openai_error",
+            "fake_provider_error",
             None,
         )))
         .expect("static response parts are valid")
