@@ -202,8 +202,15 @@ pub(crate) trait ChatWire: Send + Sync + std::fmt::Debug {
     fn decode(&self, body: &[u8]) -> Result<ChatResponse, String>;
     /// One server-sent event of a streaming response.
     fn decode_event(&self, event: &str, data: &str) -> Result<Vec<StreamEvent>, String>;
-    /// The human-readable message of an error body, when the body has one.
-    fn error_message(&self, body: &[u8]) -> Option<String>;
+    /// The human-readable message of an error body, when the body has one. The default
+    /// reads `error.message` (OpenAI, Anthropic, Gemini) or `message` (Bedrock).
+    fn error_message(&self, body: &[u8]) -> Option<String> {
+        let v: Value = serde_json::from_slice(body).ok()?;
+        v.pointer("/error/message")
+            .or_else(|| v.get("message"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
 }
 
 #[cfg(test)]

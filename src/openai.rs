@@ -225,14 +225,6 @@ impl ChatWire for OpenAiChat {
         }
         Ok(events)
     }
-
-    fn error_message(&self, body: &[u8]) -> Option<String> {
-        let v: Value = serde_json::from_slice(body).ok()?;
-        v.pointer("/error/message")
-            .or_else(|| v.get("message"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    }
 }
 
 fn meta_attributes(
