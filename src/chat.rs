@@ -188,9 +188,23 @@ fn merge_usage(old: Option<Usage>, new: Usage) -> Usage {
     }
 }
 
+/// How a provider's error bodies read; shared by its chat and embedding wires.
+pub(crate) trait ErrorBody: Send + Sync + std::fmt::Debug {
+    /// The human-readable message of an error body, when the body has one. The default
+    /// reads `error.message` (OpenAI, Anthropic, Gemini, Voyage) or `message` (Bedrock).
+    fn error_message(&self, body: &[u8]) -> Option<String> {
+        let v: Value = serde_json::from_slice(body).ok()?;
+        v.pointer("/error/message")
+            .or_else(|| v.get("message"))
+            .or_else(|| v.get("detail"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
+}
+
 /// A provider's chat wire format. Implementations hold only translation: sending,
 /// timeouts, errors, spans and stream assembly are shared.
-pub(crate) trait ChatWire: Send + Sync + std::fmt::Debug {
+pub(crate) trait ChatWire: ErrorBody {
     /// The URL of a chat call under `base_url` (no trailing slash).
     fn chat_url(&self, base_url: &str, request: &ChatRequest<'_>) -> String;
     /// Adds the provider's key-based authentication (and fixed headers) to a request.
@@ -202,15 +216,6 @@ pub(crate) trait ChatWire: Send + Sync + std::fmt::Debug {
     fn decode(&self, body: &[u8]) -> Result<ChatResponse, String>;
     /// One server-sent event of a streaming response.
     fn decode_event(&self, event: &str, data: &str) -> Result<Vec<StreamEvent>, String>;
-    /// The human-readable message of an error body, when the body has one. The default
-    /// reads `error.message` (OpenAI, Anthropic, Gemini) or `message` (Bedrock).
-    fn error_message(&self, body: &[u8]) -> Option<String> {
-        let v: Value = serde_json::from_slice(body).ok()?;
-        v.pointer("/error/message")
-            .or_else(|| v.get("message"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    }
 }
 
 #[cfg(test)]

@@ -387,20 +387,8 @@ impl Tracia {
         let placement = self.validate(&input, session)?;
         let provider = Provider::resolve(&input.model, input.provider)?;
         let wire = chat_wire(provider, &input.model)?;
-        let key = input
-            .provider_api_key
-            .take()
-            .or_else(|| self.inner.api_keys.get(&provider).cloned())
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorCode::MissingProviderApiKey,
-                    format!(
-                        "No API key found for provider '{provider}'. Set the {} environment variable or pass provider_api_key parameter.",
-                        provider.api_key_env()
-                    ),
-                )
-            })?;
-        let base = &self.inner.base_urls[&provider];
+        let key = self.api_key(provider, input.provider_api_key.take())?;
+        let base = self.base_url(provider);
         let messages = variables::interpolate(&input.messages, &input.variables);
         let send = input.send_trace.unwrap_or(true);
         let call = CallSpan::start(
@@ -415,12 +403,7 @@ impl Tracia {
             },
             self.inner.span_settings,
         );
-        let wire_model = match provider {
-            Provider::AmazonBedrock => {
-                crate::provider::bedrock_model_id(&input.model, &self.inner.aws_region)
-            }
-            _ => input.model.clone(),
-        };
+        let wire_model = self.wire_model(provider, &input.model);
         let chat = ChatRequest {
             model: &wire_model,
             messages: &messages,
@@ -435,14 +418,9 @@ impl Tracia {
             custom: input.custom_options.get(&provider),
         };
         let url = wire.chat_url(base.as_str().trim_end_matches('/'), &chat);
-        let request = self.inner.http.post(url).json(&wire.encode(&chat));
-        let mut request = wire
-            .authorize(request, key.expose_secret())
-            .build()
-            .map_err(|e| Error::invalid(format!("cannot build the provider request: {e}")))?;
-        // After authorization: a signature must not cover headers a proxy may rewrite.
-        TraceContextPropagator::new()
-            .inject_context(&call.context, &mut HeaderInjector(request.headers_mut()));
+        let request = self.provider_request(url, &wire.encode(&chat), &call.context, |r| {
+            wire.authorize(r, key.expose_secret())
+        })?;
         Ok(PreparedCall {
             http: self.inner.http.clone(),
             request,
@@ -473,26 +451,74 @@ impl Tracia {
             )));
         }
         variables::validate(&input.messages, &input.variables)?;
-        let mut placement = session;
-        if let Some(id) = &input.span_id {
-            placement.span_id = Some(ids::parse_span_id(id)?);
+        session.with_ids(
+            input.span_id.as_deref(),
+            input.trace_id.as_deref(),
+            input.parent_span_id.as_deref(),
+        )
+    }
+
+    /// The call's key: the one passed with the call, else the client's.
+    pub(crate) fn api_key(
+        &self,
+        provider: Provider,
+        explicit: Option<SecretString>,
+    ) -> Result<SecretString> {
+        explicit
+            .or_else(|| self.inner.api_keys.get(&provider).cloned())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::MissingProviderApiKey,
+                    format!(
+                        "No API key found for provider '{provider}'. Set the {} environment variable or pass provider_api_key parameter.",
+                        provider.api_key_env()
+                    ),
+                )
+            })
+    }
+
+    /// The base URL of `provider`, without a trailing slash.
+    pub(crate) fn base_url(&self, provider: Provider) -> &reqwest::Url {
+        &self.inner.base_urls[&provider]
+    }
+
+    /// The model id on the wire: Bedrock's carries the region's cross-region prefix.
+    pub(crate) fn wire_model(&self, provider: Provider, model: &str) -> String {
+        match provider {
+            Provider::AmazonBedrock => {
+                crate::provider::bedrock_model_id(model, &self.inner.aws_region)
+            }
+            _ => model.to_owned(),
         }
-        if let Some(id) = &input.trace_id {
-            placement.trace_id = Some(ids::parse_trace_id(id)?);
-        }
-        if let Some(id) = &input.parent_span_id {
-            placement.parent_span_id = Some(ids::parse_span_id(id)?);
-        }
-        let ambient_trace =
-            opentelemetry::trace::TraceContextExt::span(&opentelemetry::Context::current())
-                .span_context()
-                .is_valid();
-        if placement.parent_span_id.is_some() && placement.trace_id.is_none() && !ambient_trace {
-            return Err(Error::invalid(
-                "parent_span_id needs trace_id (or an active trace) to place the span in its trace",
-            ));
-        }
-        Ok(placement)
+    }
+
+    /// A provider request: JSON body, authorization, then the span's `traceparent`.
+    pub(crate) fn provider_request(
+        &self,
+        url: String,
+        body: &serde_json::Value,
+        context: &opentelemetry::Context,
+        authorize: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Request> {
+        let mut request = authorize(self.inner.http.post(url).json(body))
+            .build()
+            .map_err(|e| Error::invalid(format!("cannot build the provider request: {e}")))?;
+        // After authorization: a signature must not cover headers a proxy may rewrite.
+        TraceContextPropagator::new()
+            .inject_context(context, &mut HeaderInjector(request.headers_mut()));
+        Ok(request)
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    pub(crate) fn default_timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    pub(crate) fn span_settings(&self) -> SpanSettings {
+        self.inner.span_settings
     }
 }
 

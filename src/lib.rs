@@ -62,11 +62,14 @@
 //! (as [`telemetry`] sets up).
 #![deny(missing_docs)]
 
+mod bedrock;
 mod chat;
 mod client;
 mod config;
+mod embedding;
 mod error;
 mod export;
+mod gemini;
 mod ids;
 mod message;
 mod openai;
@@ -82,8 +85,10 @@ mod tracia_exporter;
 mod transport;
 mod usage;
 mod variables;
+mod voyage;
 
 pub use client::{Tracia, TraciaBuilder};
+pub use embedding::{Embedding, EmbeddingResult, InputType, RunEmbedding};
 pub use error::{Error, ErrorCode};
 pub use export::{ExportFailure, ExportStats};
 pub use ids::TraciaIdGenerator;

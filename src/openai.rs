@@ -3,7 +3,8 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::chat::{ChatRequest, ChatResponse, ChatWire, StreamEvent, parse_arguments};
+use crate::chat::{ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamEvent, parse_arguments};
+use crate::embedding::{EmbedRequest, EmbedResponse, EmbedWire, vector_from};
 use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice};
 use crate::usage::Usage;
 
@@ -62,6 +63,8 @@ fn encode_tool_call(call: &ToolCall) -> Value {
         "function": {"name": call.name, "arguments": call.arguments.to_string()},
     })
 }
+
+impl ErrorBody for OpenAiChat {}
 
 impl ChatWire for OpenAiChat {
     fn chat_url(&self, base_url: &str, _: &ChatRequest<'_>) -> String {
@@ -225,6 +228,76 @@ impl ChatWire for OpenAiChat {
         }
         Ok(events)
     }
+}
+
+/// OpenAI embeddings (also every OpenAI-compatible server).
+#[derive(Debug, Default)]
+pub(crate) struct OpenAiEmbed;
+
+impl ErrorBody for OpenAiEmbed {}
+
+impl EmbedWire for OpenAiEmbed {
+    fn url(&self, base_url: &str, _model: &str) -> String {
+        format!("{base_url}/embeddings")
+    }
+
+    fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+        api_key: &str,
+    ) -> reqwest::RequestBuilder {
+        request.bearer_auth(api_key)
+    }
+
+    /// Only ada-002 has a fixed size; compatible servers decide for their own models.
+    fn takes_dimensions(&self, model: &str) -> bool {
+        model != "text-embedding-ada-002"
+    }
+
+    fn encode(&self, r: &EmbedRequest<'_>) -> Value {
+        // base64 is a quarter of the JSON size on the wire; decoding accepts both.
+        let mut body = json!({"model": r.model, "input": r.texts, "encoding_format": "base64"});
+        if let Some(n) = r.dimensions {
+            body["dimensions"] = n.into();
+        }
+        body
+    }
+
+    fn decode(&self, body: &[u8]) -> Result<EmbedResponse, String> {
+        decode_embeddings(body)
+    }
+}
+
+/// The OpenAI embeddings response, which Voyage shares: `data[]` sorted by `index`.
+pub(crate) fn decode_embeddings(body: &[u8]) -> Result<EmbedResponse, String> {
+    #[derive(Deserialize)]
+    struct Wire {
+        data: Vec<Item>,
+        model: Option<String>,
+        usage: Option<WireEmbedUsage>,
+    }
+    #[derive(Deserialize)]
+    struct Item {
+        index: usize,
+        embedding: Value,
+    }
+    #[derive(Deserialize)]
+    struct WireEmbedUsage {
+        prompt_tokens: Option<u64>,
+        total_tokens: Option<u64>,
+    }
+    let mut wire: Wire =
+        serde_json::from_slice(body).map_err(|e| format!("invalid embeddings JSON: {e}"))?;
+    wire.data.sort_by_key(|d| d.index);
+    Ok(EmbedResponse {
+        vectors: wire
+            .data
+            .iter()
+            .map(|d| vector_from(&d.embedding))
+            .collect::<Result<_, _>>()?,
+        input_tokens: wire.usage.and_then(|u| u.prompt_tokens.or(u.total_tokens)),
+        model: wire.model,
+    })
 }
 
 fn meta_attributes(

@@ -13,6 +13,78 @@ use crate::message::{
 use crate::provider::Provider;
 use crate::usage::Usage;
 
+/// The options every kind of call shares (provider, key, timeout, and where and how its
+/// span is recorded), as builder methods over fields of the same names.
+macro_rules! call_option_setters {
+    () => {
+        /// Forces the provider instead of resolving it from the model name.
+        pub fn provider(mut self, provider: $crate::Provider) -> Self {
+            self.provider = Some(provider);
+            self
+        }
+
+        /// How long the whole call may take (default 120 s; for a stream, until its end).
+        pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.timeout = Some(timeout);
+            self
+        }
+
+        /// The same as [`Self::timeout`], in milliseconds as the Tracia SDKs take it.
+        pub fn timeout_ms(self, ms: u64) -> Self {
+            self.timeout(std::time::Duration::from_millis(ms))
+        }
+
+        /// The provider API key, instead of the provider's environment variable.
+        pub fn provider_api_key(mut self, key: impl Into<String>) -> Self {
+            self.provider_api_key = Some(secrecy::SecretString::from(key.into()));
+            self
+        }
+
+        /// A tag for the span.
+        pub fn tag(mut self, tag: impl Into<String>) -> Self {
+            self.tags.push(tag.into());
+            self
+        }
+
+        /// The end user (`user.id` on the span).
+        pub fn user_id(mut self, id: impl Into<String>) -> Self {
+            self.user_id = Some(id.into());
+            self
+        }
+
+        /// The conversation (`session.id` and `gen_ai.conversation.id` on the span).
+        pub fn session_id(mut self, id: impl Into<String>) -> Self {
+            self.session_id = Some(id.into());
+            self
+        }
+
+        /// Whether the call's span is exported (default true).
+        pub fn send_trace(mut self, send: bool) -> Self {
+            self.send_trace = Some(send);
+            self
+        }
+
+        /// The span id to use (`sp_` + 16 hex).
+        pub fn span_id(mut self, id: impl Into<String>) -> Self {
+            self.span_id = Some(id.into());
+            self
+        }
+
+        /// The trace to join (`tr_` + 16 or 32 hex, or a W3C trace id).
+        pub fn trace_id(mut self, id: impl Into<String>) -> Self {
+            self.trace_id = Some(id.into());
+            self
+        }
+
+        /// The parent span (`sp_` + 16 hex); its trace is joined.
+        pub fn parent_span_id(mut self, id: impl Into<String>) -> Self {
+            self.parent_span_id = Some(id.into());
+            self
+        }
+    };
+}
+pub(crate) use call_option_setters;
+
 /// One `run_local` call: the model, the messages and every option of the Tracia SDKs.
 ///
 /// ```
@@ -53,6 +125,8 @@ pub struct RunLocal {
 }
 
 impl RunLocal {
+    call_option_setters!();
+
     /// A call to `model` with no messages yet.
     pub fn new(model: impl Into<String>) -> Self {
         Self {
@@ -93,12 +167,6 @@ impl RunLocal {
         self.message(Message::assistant(content))
     }
 
-    /// Forces the provider instead of resolving it from the model name.
-    pub fn provider(mut self, provider: Provider) -> Self {
-        self.provider = Some(provider);
-        self
-    }
-
     /// Sampling temperature.
     pub fn temperature(mut self, t: f64) -> Self {
         self.temperature = Some(t);
@@ -123,17 +191,6 @@ impl RunLocal {
         self
     }
 
-    /// How long the whole call may take (default 120 s; for a stream, until its end).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// The same as [`RunLocal::timeout`], in milliseconds as the Tracia SDKs take it.
-    pub fn timeout_ms(self, ms: u64) -> Self {
-        self.timeout(Duration::from_millis(ms))
-    }
-
     /// Offers a tool to the model.
     pub fn tool(mut self, tool: ToolDefinition) -> Self {
         self.tools.push(tool);
@@ -155,54 +212,6 @@ impl RunLocal {
     /// A `{{name}}` template variable.
     pub fn variable(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.variables.insert(name.into(), value.into());
-        self
-    }
-
-    /// The provider API key, instead of the provider's environment variable.
-    pub fn provider_api_key(mut self, key: impl Into<String>) -> Self {
-        self.provider_api_key = Some(SecretString::from(key.into()));
-        self
-    }
-
-    /// A tag for the span.
-    pub fn tag(mut self, tag: impl Into<String>) -> Self {
-        self.tags.push(tag.into());
-        self
-    }
-
-    /// The end user (`user.id` on the span).
-    pub fn user_id(mut self, id: impl Into<String>) -> Self {
-        self.user_id = Some(id.into());
-        self
-    }
-
-    /// The conversation (`session.id` and `gen_ai.conversation.id` on the span).
-    pub fn session_id(mut self, id: impl Into<String>) -> Self {
-        self.session_id = Some(id.into());
-        self
-    }
-
-    /// Whether the call's span is exported (default true).
-    pub fn send_trace(mut self, send: bool) -> Self {
-        self.send_trace = Some(send);
-        self
-    }
-
-    /// The span id to use (`sp_` + 16 hex).
-    pub fn span_id(mut self, id: impl Into<String>) -> Self {
-        self.span_id = Some(id.into());
-        self
-    }
-
-    /// The trace to join (`tr_` + 16 or 32 hex, or a W3C trace id).
-    pub fn trace_id(mut self, id: impl Into<String>) -> Self {
-        self.trace_id = Some(id.into());
-        self
-    }
-
-    /// The parent span (`sp_` + 16 hex); its trace is joined.
-    pub fn parent_span_id(mut self, id: impl Into<String>) -> Self {
-        self.parent_span_id = Some(id.into());
         self
     }
 

@@ -25,6 +25,10 @@ pub(crate) const USER_ID: &str = "user.id";
 pub(crate) const TRACIA_PROVIDER: &str = "tracia.provider";
 pub(crate) const TRACIA_TAGS: &str = "tracia.tags";
 pub(crate) const TRACIA_VARIABLES: &str = "tracia.variables";
+pub(crate) const REQUEST_ENCODING_FORMATS: &str = "gen_ai.request.encoding_formats";
+pub(crate) const EMBEDDINGS_DIMENSION_COUNT: &str = "gen_ai.embeddings.dimension.count";
+pub(crate) const TRACIA_EMBEDDINGS_INPUT: &str = "tracia.embeddings.input";
+pub(crate) const TRACIA_EMBEDDINGS_COUNT: &str = "tracia.embeddings.count";
 
 /// Which version of the GenAI conventions to emit, from `OTEL_SEMCONV_STABILITY_OPT_IN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

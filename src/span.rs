@@ -7,6 +7,7 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::chat::ChatResponse;
+use crate::embedding::RunEmbedding;
 use crate::error::Error;
 use crate::ids;
 use crate::message::{Message, ResponseFormat};
@@ -34,6 +35,35 @@ impl Placement {
     fn is_explicit(&self) -> bool {
         self.trace_id.is_some() || self.parent_span_id.is_some()
     }
+
+    /// Adds a call's own ids (they win over a session's), checking their format and
+    /// that a parent can be placed in a trace.
+    pub fn with_ids(
+        mut self,
+        span_id: Option<&str>,
+        trace_id: Option<&str>,
+        parent_span_id: Option<&str>,
+    ) -> crate::error::Result<Self> {
+        if let Some(id) = span_id {
+            self.span_id = Some(ids::parse_span_id(id)?);
+        }
+        if let Some(id) = trace_id {
+            self.trace_id = Some(ids::parse_trace_id(id)?);
+        }
+        if let Some(id) = parent_span_id {
+            self.parent_span_id = Some(ids::parse_span_id(id)?);
+        }
+        let ambient_trace = opentelemetry::Context::current()
+            .span()
+            .span_context()
+            .is_valid();
+        if self.parent_span_id.is_some() && self.trace_id.is_none() && !ambient_trace {
+            return Err(Error::invalid(
+                "parent_span_id needs trace_id (or an active trace) to place the span in its trace",
+            ));
+        }
+        Ok(self)
+    }
 }
 
 /// The static facts of a call that its span is created with.
@@ -44,6 +74,15 @@ pub(crate) struct SpanStart<'a> {
     /// Messages after interpolation.
     pub messages: &'a [Message],
     pub stream: bool,
+    pub send: bool,
+    pub placement: Placement,
+}
+
+/// The static facts of an embeddings call.
+pub(crate) struct EmbeddingsStart<'a> {
+    pub provider: Provider,
+    pub server: &'a reqwest::Url,
+    pub input: &'a RunEmbedding,
     pub send: bool,
     pub placement: Placement,
 }
@@ -106,9 +145,59 @@ macro_rules! chat_span {
     };
 }
 
+macro_rules! embeddings_span {
+    ($($parent:tt)*) => {
+        tracing::info_span!(
+            target: "tracia",
+            $($parent)*
+            "embeddings",
+            otel.name = Empty,
+            otel.kind = "client",
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+            gen_ai.operation.name = "embeddings",
+            gen_ai.provider.name = Empty,
+            gen_ai.request.model = Empty,
+            server.address = Empty,
+            server.port = Empty,
+            gen_ai.embeddings.dimension.count = Empty,
+            gen_ai.response.model = Empty,
+            gen_ai.usage.input_tokens = Empty,
+            session.id = Empty,
+            user.id = Empty,
+            error.type = Empty,
+            tracia.provider = Empty,
+            tracia.cost_usd = Empty,
+            tracia.embeddings.input = Empty,
+            tracia.embeddings.count = Empty,
+        )
+    };
+}
+
+/// Creates a span with one of the field-declaring macros above: none when the call is
+/// not traced, a clean root when explicit ids place it (they win over the ambient
+/// span), else a child of the current span.
+macro_rules! new_span {
+    ($declare:ident, $send:expr, $placement:expr) => {
+        match ($send, $placement.is_explicit()) {
+            (false, _) => tracing::Span::none(),
+            (true, true) => $declare!(parent: None,),
+            (true, false) => $declare!(),
+        }
+    };
+}
+
+/// The attributes every GenAI client span carries, whatever the operation.
+pub(crate) struct SpanTarget<'a> {
+    pub operation: &'static str,
+    pub provider: Provider,
+    pub model: &'a str,
+    pub server: &'a reqwest::Url,
+}
+
 impl CallSpan {
-    /// Creates the span, places it in the trace and starts it, so its ids are known
-    /// before the request goes out (they go into `traceparent` and the result).
+    /// Creates the chat span, places it in the trace and starts it, so its ids are
+    /// known before the request goes out (they go into `traceparent` and the result).
     pub fn start(start: SpanStart<'_>, settings: SpanSettings) -> Self {
         let SpanStart {
             provider,
@@ -119,15 +208,89 @@ impl CallSpan {
             send,
             placement,
         } = start;
+        let span = new_span!(chat_span, send, placement);
+        let target = SpanTarget {
+            operation: "chat",
+            provider,
+            model: &input.model,
+            server,
+        };
+        record_target(&span, &target);
+        if provider == Provider::OpenAi {
+            span.record("openai.api.type", "chat_completions");
+        }
+        record_request(&span, input, settings, messages);
+        if stream {
+            span.record("gen_ai.request.stream", true);
+        }
+        Self::place(span, placement, settings)
+    }
+
+    /// Creates the embeddings span, placed and started like a chat span. The texts go
+    /// on `tracia.embeddings.input` only with content capture on (the semconv keeps
+    /// content off embedding spans; Tracia shows the inputs).
+    pub fn start_embeddings(start: EmbeddingsStart<'_>, settings: SpanSettings) -> Self {
+        let input = start.input;
+        let span = new_span!(embeddings_span, start.send, start.placement);
+        record_target(
+            &span,
+            &SpanTarget {
+                operation: "embeddings",
+                provider: start.provider,
+                model: &input.model,
+                server: start.server,
+            },
+        );
+        if let Some(n) = input.dimensions {
+            span.record("gen_ai.embeddings.dimension.count", i64::from(n));
+        }
+        if let Some(session) = &input.session_id {
+            span.record("session.id", session.as_str());
+        }
+        if let Some(user) = &input.user_id {
+            span.record("user.id", user.as_str());
+        }
+        if !input.tags.is_empty() {
+            string_array(&span, semconv::TRACIA_TAGS, input.tags.iter().cloned());
+        }
+        string_array(&span, semconv::REQUEST_ENCODING_FORMATS, ["float"]);
+        if settings.capture_content {
+            let texts = serde_json::to_string(&input.texts).unwrap_or_default();
+            span.record("tracia.embeddings.input", texts);
+        }
+        Self::place(span, start.placement, settings)
+    }
+
+    /// Records an embeddings response: dimensions, count, usage and cost.
+    pub fn record_embeddings(
+        &self,
+        dimensions: usize,
+        count: usize,
+        response_model: Option<&str>,
+        usage: Option<&Usage>,
+        cost: Option<f64>,
+    ) {
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        let span = &self.span;
+        span.record("gen_ai.embeddings.dimension.count", n(dimensions));
+        span.record("tracia.embeddings.count", n(count));
+        if let Some(model) = response_model {
+            span.record("gen_ai.response.model", model);
+        }
+        if let Some(usage) = usage {
+            let tokens = i64::try_from(usage.input_tokens).unwrap_or(i64::MAX);
+            span.record("gen_ai.usage.input_tokens", tokens);
+        }
+        if let Some(cost) = cost {
+            span.record("tracia.cost_usd", cost);
+        }
+    }
+
+    /// Places a created span in the trace (explicit ids, else the ambient span) and
+    /// starts it; with no OpenTelemetry layer the ids are made up here instead.
+    pub fn place(span: tracing::Span, placement: Placement, settings: SpanSettings) -> Self {
         let ambient = opentelemetry::Context::current();
         let ambient_sc = ambient.span().span_context().clone();
-
-        let span = match (send, placement.is_explicit()) {
-            (false, _) => tracing::Span::none(),
-            // Explicit ids win over the ambient span: start from a clean root.
-            (true, true) => chat_span!(parent: None,),
-            (true, false) => chat_span!(),
-        };
         let trace_id = placement
             .trace_id
             .or_else(|| ambient_sc.is_valid().then(|| ambient_sc.trace_id()));
@@ -147,25 +310,6 @@ impl CallSpan {
         if let Some(cx) = &remote_parent {
             // Fails only when no OTel layer sees the span; the fallback ids below cover that.
             let _ = span.set_parent(cx.clone());
-        }
-
-        let model = input.model.as_str();
-        span.record("otel.name", format!("chat {model}"));
-        span.record("gen_ai.provider.name", provider.otel_name());
-        span.record("gen_ai.request.model", model);
-        span.record("tracia.provider", provider.as_str());
-        if let Some(host) = server.host_str() {
-            span.record("server.address", host);
-        }
-        if let Some(port) = server.port_or_known_default() {
-            span.record("server.port", i64::from(port));
-        }
-        if provider == Provider::OpenAi {
-            span.record("openai.api.type", "chat_completions");
-        }
-        record_request(&span, input, settings, messages);
-        if stream {
-            span.record("gen_ai.request.stream", true);
         }
 
         // Starting the span here lets TraciaIdGenerator hand it the requested ids.
@@ -290,6 +434,23 @@ impl CallSpan {
     /// Marks a stream that the caller stopped (abort or drop).
     pub fn record_aborted(&self) {
         self.span.record("tracia.stream.aborted", true);
+    }
+}
+
+/// Name, operation, provider, model and server: the attributes every operation shares.
+pub(crate) fn record_target(span: &tracing::Span, target: &SpanTarget<'_>) {
+    span.record(
+        "otel.name",
+        format!("{} {}", target.operation, target.model),
+    );
+    span.record("gen_ai.provider.name", target.provider.otel_name());
+    span.record("gen_ai.request.model", target.model);
+    span.record("tracia.provider", target.provider.as_str());
+    if let Some(host) = target.server.host_str() {
+        span.record("server.address", host);
+    }
+    if let Some(port) = target.server.port_or_known_default() {
+        span.record("server.port", i64::from(port));
     }
 }
 

@@ -382,7 +382,20 @@ pub(crate) fn payload(span: &SpanData) -> Option<serde_json::Value> {
         );
     }
     if operation == "embeddings" {
+        // Tracia's embedding span: the texts in, `{"dimensions","count"}` (a JSON string) out.
         p.insert("spanKind".into(), "EMBEDDING".into());
+        let texts = s(semconv::TRACIA_EMBEDDINGS_INPUT)
+            .and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok())
+            .unwrap_or_default();
+        p.insert("input".into(), json!({ "text": texts }));
+        p.remove("variables");
+        if status == "SUCCESS" {
+            let output = json!({
+                "dimensions": i(semconv::EMBEDDINGS_DIMENSION_COUNT).unwrap_or(0),
+                "count": i(semconv::TRACIA_EMBEDDINGS_COUNT).unwrap_or(0),
+            });
+            p.insert("output".into(), output.to_string().into());
+        }
     }
     Some(serde_json::Value::Object(p))
 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http::HeaderMap;
 
-use crate::chat::ChatWire;
+use crate::chat::ErrorBody;
 use crate::error::{Error, ErrorCode, Result};
 use crate::provider::Provider;
 
@@ -44,7 +44,7 @@ pub(crate) fn timeout_error(timeout: Duration) -> Error {
 pub(crate) async fn send(
     http: &reqwest::Client,
     request: reqwest::Request,
-    wire: &dyn ChatWire,
+    wire: &dyn ErrorBody,
     provider: Provider,
     timeout: Duration,
 ) -> Result<reqwest::Response> {

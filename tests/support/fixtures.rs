@@ -1,5 +1,7 @@
 //! Access to the recorded provider exchanges in `shared/fixtures/providers`
 //! (see the README there). Names are `PROVIDER/NAME`, e.g. `openai/chat-1`.
+//! Cases the recordings lack live in this repository's `tests/fixtures/providers`
+//! in the same layout (see the README there); a name is looked up in both.
 
 use std::path::{Path, PathBuf};
 
@@ -43,10 +45,24 @@ impl Fixture {
     }
 }
 
-/// Loads `NAME.request.json`, `NAME.response.body` and `NAME.response.meta.json`.
+/// Fixtures written for this repository, for cases the recordings lack.
+pub fn local_fixtures_dir() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/providers"
+    ))
+}
+
+/// Loads `NAME.request.json`, `NAME.response.body` and `NAME.response.meta.json`, from
+/// the recordings or else the local fixtures.
 /// Panics with the offending path: a missing fixture is a broken test.
 pub fn load_fixture(name: &str) -> Fixture {
-    let base = fixtures_dir();
+    let shared = fixtures_dir();
+    let base = if shared.join(format!("{name}.request.json")).exists() {
+        shared
+    } else {
+        local_fixtures_dir()
+    };
     let request = read_json(&base.join(format!("{name}.request.json")));
     let meta = read_json(&base.join(format!("{name}.response.meta.json")));
     let body_path = base.join(format!("{name}.response.body"));

@@ -1,0 +1,452 @@
+//! Embeddings: `run_embedding`, its input and result, and the wire trait each
+//! embedding provider implements.
+
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::chat::ErrorBody;
+use crate::client::Tracia;
+use crate::error::{Error, ErrorCode, Result};
+use crate::provider::Provider;
+use crate::run::call_option_setters;
+use crate::span::{CallSpan, EmbeddingsStart, Placement};
+use crate::usage::Usage;
+use crate::{ids, pricing, transport};
+
+/// Requests of one embeddings call in flight at once, when a provider takes fewer
+/// texts per request than the call has (Titan takes one).
+const CONCURRENT_REQUESTS: usize = 4;
+
+/// What the texts are for. Retrieval models embed queries and documents differently;
+/// providers without the notion ignore it.
+///
+/// ```
+/// let input = tracia::RunEmbedding::new("voyage-3").input("what is OTLP?")
+///     .input_type(tracia::InputType::Query);
+/// # drop(input);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InputType {
+    /// A search query.
+    Query,
+    /// A document to be searched.
+    Document,
+}
+
+/// One `run_embedding` call: a model and one or more texts.
+///
+/// ```
+/// use tracia::RunEmbedding;
+/// let input = RunEmbedding::new("text-embedding-3-small")
+///     .inputs(["first text", "second text"])
+///     .dimensions(256)
+///     .tag("search");
+/// # drop(input);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct RunEmbedding {
+    pub(crate) model: String,
+    pub(crate) texts: Vec<String>,
+    pub(crate) dimensions: Option<u32>,
+    pub(crate) input_type: Option<InputType>,
+    pub(crate) provider: Option<Provider>,
+    pub(crate) provider_api_key: Option<SecretString>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) user_id: Option<String>,
+    pub(crate) session_id: Option<String>,
+    pub(crate) send_trace: Option<bool>,
+    pub(crate) span_id: Option<String>,
+    pub(crate) trace_id: Option<String>,
+    pub(crate) parent_span_id: Option<String>,
+}
+
+impl RunEmbedding {
+    call_option_setters!();
+
+    /// A call to `model` with no input yet.
+    pub fn new(model: impl Into<String>) -> Self {
+        Self {
+            model: model.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds one text to embed.
+    pub fn input(mut self, text: impl Into<String>) -> Self {
+        self.texts.push(text.into());
+        self
+    }
+
+    /// Adds texts to embed; each gets its own vector, in order.
+    pub fn inputs<I, S>(mut self, texts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.texts.extend(texts.into_iter().map(Into::into));
+        self
+    }
+
+    /// The vector size, for models that can shorten their vectors
+    /// (`text-embedding-3-*`, Gemini, Titan v2).
+    pub fn dimensions(mut self, n: u32) -> Self {
+        self.dimensions = Some(n);
+        self
+    }
+
+    /// What the texts are for (retrieval models embed queries and documents apart).
+    pub fn input_type(mut self, input_type: InputType) -> Self {
+        self.input_type = Some(input_type);
+        self
+    }
+}
+
+/// One vector of an [`EmbeddingResult`].
+///
+/// ```
+/// let e = tracia::Embedding { values: vec![0.1, 0.2], index: 0 };
+/// assert_eq!(e.values.len(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Embedding {
+    /// The vector.
+    pub values: Vec<f64>,
+    /// The position of its text in the input.
+    pub index: usize,
+}
+
+/// The result of [`Tracia::run_embedding`].
+///
+/// ```no_run
+/// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+/// let result = tracia.run_embedding(tracia::RunEmbedding::new("text-embedding-3-small")
+///     .input("hello")).await?;
+/// println!("{} dims, {} tokens, span {}", result.embeddings[0].values.len(),
+///     result.usage.input_tokens, result.span_id);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct EmbeddingResult {
+    /// One vector per input text, in input order.
+    pub embeddings: Vec<Embedding>,
+    /// The call's span id (`sp_` + 16 hex).
+    pub span_id: String,
+    /// The call's trace id (`tr_…`).
+    pub trace_id: String,
+    /// Wall time of the call.
+    pub latency_ms: u64,
+    /// Input tokens (`input_tokens` = `total_tokens`); zero when the provider does not
+    /// count them (Gemini, Cohere).
+    pub usage: Usage,
+    /// Cost in USD, when the model is priced and its tokens counted.
+    pub cost: Option<f64>,
+    /// The provider that served the call.
+    pub provider: Provider,
+    /// The model as requested.
+    pub model: String,
+    /// The model the provider says it used.
+    pub response_model: Option<String>,
+}
+
+/// One provider request's worth of an embeddings call.
+#[derive(Debug)]
+pub(crate) struct EmbedRequest<'a> {
+    /// The model id on the wire.
+    pub model: &'a str,
+    pub texts: &'a [String],
+    pub dimensions: Option<u32>,
+    pub input_type: Option<InputType>,
+}
+
+/// A provider's embeddings answer, vectors in request order.
+#[derive(Debug, Default)]
+pub(crate) struct EmbedResponse {
+    pub vectors: Vec<Vec<f64>>,
+    pub input_tokens: Option<u64>,
+    pub model: Option<String>,
+}
+
+/// A provider's embeddings wire format; sending, batching, spans and errors are shared.
+pub(crate) trait EmbedWire: ErrorBody {
+    /// The URL of an embeddings request under `base_url` (no trailing slash).
+    fn url(&self, base_url: &str, model: &str) -> String;
+    /// Adds the provider's key-based authentication to a request.
+    fn authorize(&self, request: reqwest::RequestBuilder, api_key: &str)
+    -> reqwest::RequestBuilder;
+    /// The most texts one request may carry.
+    fn max_batch(&self, _model: &str) -> usize {
+        usize::MAX
+    }
+    /// Whether the model can shorten its vectors to a requested size.
+    fn takes_dimensions(&self, model: &str) -> bool;
+    /// The request body.
+    fn encode(&self, request: &EmbedRequest<'_>) -> Value;
+    /// The response body.
+    fn decode(&self, body: &[u8]) -> std::result::Result<EmbedResponse, String>;
+}
+
+/// The embeddings wire format of `provider`.
+fn embed_wire(provider: Provider, model: &str) -> Result<&'static dyn EmbedWire> {
+    match provider {
+        Provider::OpenAi => Ok(&crate::openai::OpenAiEmbed),
+        Provider::Google => Ok(&crate::gemini::GeminiEmbed),
+        Provider::AmazonBedrock => Ok(&crate::bedrock::BedrockEmbed),
+        Provider::Voyage => Ok(&crate::voyage::VoyageEmbed),
+        Provider::Anthropic => Err(Error::new(
+            ErrorCode::UnsupportedModel,
+            format!(
+                "Anthropic does not offer embedding models ('{model}'). Use OpenAI, Google, Amazon Bedrock or Voyage instead."
+            ),
+        )),
+    }
+}
+
+impl Tracia {
+    /// Embeds one or more texts. The call is a CLIENT span `embeddings {model}` with the
+    /// GenAI embeddings attributes; Tracia shows it as an `EMBEDDING` span.
+    ///
+    /// Texts beyond what one provider request takes are sent in several requests (a
+    /// few at once) and come back in input order.
+    ///
+    /// ```no_run
+    /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// let result = tracia
+    ///     .run_embedding(tracia::RunEmbedding::new("text-embedding-3-small").inputs(["a", "b"]))
+    ///     .await?;
+    /// assert_eq!(result.embeddings.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_embedding(&self, mut input: RunEmbedding) -> Result<EmbeddingResult> {
+        let placement = validate(&input)?;
+        let provider = Provider::resolve(&input.model, input.provider)?;
+        let wire = embed_wire(provider, &input.model)?;
+        // Embedding ids are sent as given: Bedrock's on-demand embedding models have no
+        // cross-region profiles (the Tracia SDKs prefix them anyway, and fail).
+        let wire_model = input.model.clone();
+        if let Some(n) = input.dimensions
+            && !wire.takes_dimensions(&wire_model)
+        {
+            return Err(Error::invalid(format!(
+                "Model '{}' does not take a dimensions setting ({n} was given)",
+                input.model
+            )));
+        }
+        let key = self.api_key(provider, input.provider_api_key.take())?;
+        let base = self.base_url(provider);
+        let call = CallSpan::start_embeddings(
+            EmbeddingsStart {
+                provider,
+                server: base,
+                input: &input,
+                send: input.send_trace.unwrap_or(true),
+                placement,
+            },
+            self.span_settings(),
+        );
+        let started = Instant::now();
+        let timeout = input.timeout.unwrap_or_else(|| self.default_timeout());
+        let requests = input
+            .texts
+            .chunks(wire.max_batch(&wire_model))
+            .map(|texts| {
+                let request = EmbedRequest {
+                    model: &wire_model,
+                    texts,
+                    dimensions: input.dimensions,
+                    input_type: input.input_type,
+                };
+                let url = wire.url(base.as_str().trim_end_matches('/'), &wire_model);
+                self.provider_request(url, &wire.encode(&request), &call.context, |r| {
+                    wire.authorize(r, key.expose_secret())
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let expected = input.texts.len();
+        let sent = futures::stream::iter(requests)
+            .map(|request| self.embed_once(request, wire, provider, timeout, expected))
+            .buffered(CONCURRENT_REQUESTS)
+            .try_collect::<Vec<_>>();
+        let outcome = tokio::time::timeout(timeout, sent.instrument(call.span.clone()))
+            .await
+            .unwrap_or_else(|_| Err(transport::timeout_error(timeout)))
+            .and_then(|parts| merge(parts, input.texts.len()));
+        let response = match outcome {
+            Ok(response) => response,
+            Err(error) => {
+                call.record_error(&error);
+                return Err(error);
+            }
+        };
+        let usage = response.input_tokens.map(|n| Usage {
+            input_tokens: n,
+            total_tokens: n,
+            ..Usage::default()
+        });
+        let cost = usage
+            .as_ref()
+            .and_then(|u| pricing::cost_usd(&input.model, u));
+        let dimensions = response.vectors.first().map_or(0, Vec::len);
+        call.record_embeddings(
+            dimensions,
+            response.vectors.len(),
+            response.model.as_deref(),
+            usage.as_ref(),
+            cost,
+        );
+        Ok(EmbeddingResult {
+            embeddings: response
+                .vectors
+                .into_iter()
+                .enumerate()
+                .map(|(index, values)| Embedding { values, index })
+                .collect(),
+            span_id: ids::format_span_id(call.span_id),
+            trace_id: ids::format_trace_id(call.trace_id),
+            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            usage: usage.unwrap_or_default(),
+            cost,
+            provider,
+            model: input.model,
+            response_model: response.model,
+        })
+    }
+
+    async fn embed_once(
+        &self,
+        request: reqwest::Request,
+        wire: &'static dyn EmbedWire,
+        provider: Provider,
+        timeout: Duration,
+        expected: usize,
+    ) -> Result<EmbedResponse> {
+        let response = transport::send(self.http(), request, wire, provider, timeout).await?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport::transport_error(e, timeout))?;
+        let decoded = wire.decode(&body).map_err(embedding_error)?;
+        if decoded.vectors.is_empty() || decoded.vectors.len() > expected {
+            return Err(embedding_error(format!(
+                "{provider} returned {} vectors",
+                decoded.vectors.len()
+            )));
+        }
+        Ok(decoded)
+    }
+}
+
+fn embedding_error(msg: String) -> Error {
+    Error::new(
+        ErrorCode::ProviderError,
+        format!("Embedding provider error: {msg}"),
+    )
+}
+
+/// Joins the answers of a call's requests, checking that every text got a vector.
+fn merge(parts: Vec<EmbedResponse>, expected: usize) -> Result<EmbedResponse> {
+    let mut merged = EmbedResponse::default();
+    for part in parts {
+        merged.vectors.extend(part.vectors);
+        merged.input_tokens = match (merged.input_tokens, part.input_tokens) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        merged.model = merged.model.or(part.model);
+    }
+    if merged.vectors.len() != expected {
+        return Err(embedding_error(format!(
+            "got {} vectors for {expected} inputs",
+            merged.vectors.len()
+        )));
+    }
+    Ok(merged)
+}
+
+/// The checks that fail before any I/O, and where the span goes.
+fn validate(input: &RunEmbedding) -> Result<Placement> {
+    if input.model.trim().is_empty() {
+        return Err(Error::invalid("model is required and cannot be empty"));
+    }
+    if input.texts.is_empty() {
+        return Err(Error::invalid("input is required and cannot be empty"));
+    }
+    if let Some(i) = input.texts.iter().position(|t| t.trim().is_empty()) {
+        return Err(Error::invalid(format!(
+            "input {i} is empty: every text to embed needs content"
+        )));
+    }
+    if input.dimensions == Some(0) {
+        return Err(Error::invalid("dimensions must be at least 1"));
+    }
+    Placement::default().with_ids(
+        input.span_id.as_deref(),
+        input.trace_id.as_deref(),
+        input.parent_span_id.as_deref(),
+    )
+}
+
+/// Reads a vector that is either a JSON array of numbers or base64 of little-endian
+/// `f32`s (OpenAI's `encoding_format: "base64"`, a quarter of the JSON size).
+pub(crate) fn vector_from(value: &Value) -> std::result::Result<Vec<f64>, String> {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_f64().ok_or_else(|| format!("non-numeric value {v}")))
+            .collect(),
+        Value::String(b64) => {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| format!("invalid base64 vector: {e}"))?;
+            if bytes.len() % 4 != 0 {
+                return Err(format!("base64 vector of {} bytes", bytes.len()));
+            }
+            Ok(bytes
+                .chunks_exact(4)
+                .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                .collect())
+        }
+        other => Err(format!("unexpected vector {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_read_from_json_and_base64() {
+        let floats = [0.5f32, -1.25, 3.0];
+        let bytes: Vec<u8> = floats.iter().flat_map(|f| f.to_le_bytes()).collect();
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+        assert_eq!(
+            vector_from(&Value::String(b64)).unwrap(),
+            vec![0.5, -1.25, 3.0]
+        );
+        assert_eq!(
+            vector_from(&serde_json::json!([0.5, 2])).unwrap(),
+            vec![0.5, 2.0]
+        );
+        assert!(vector_from(&Value::String("AAA".into())).is_err());
+        assert!(vector_from(&serde_json::json!(["x"])).is_err());
+    }
+
+    #[test]
+    fn invalid_input_is_rejected_before_io() {
+        let err = validate(&RunEmbedding::new("m")).unwrap_err();
+        assert!(err.to_string().contains("input is required"), "{err}");
+        let err = validate(&RunEmbedding::new("m").inputs(["a", "  "])).unwrap_err();
+        assert!(err.to_string().contains("input 1 is empty"), "{err}");
+        let err = validate(&RunEmbedding::new("m").input("a").dimensions(0)).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidRequest);
+    }
+}
