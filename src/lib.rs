@@ -35,7 +35,16 @@
 //! |---|---|---|
 //! | `OPENAI_API_KEY` | — | OpenAI key (or `RunLocal::provider_api_key`) |
 //! | `OPENAI_BASE_URL` | `https://api.openai.com/v1` | OpenAI or any OpenAI-compatible server |
-//! | `ANTHROPIC_API_KEY`, `GOOGLE_API_KEY`, `BEDROCK_API_KEY`, `VOYAGE_API_KEY` | — | other providers' keys |
+//! | `ANTHROPIC_API_KEY` | — | Anthropic key |
+//! | `ANTHROPIC_BASE_URL` | `https://api.anthropic.com` | Anthropic API (or a proxy); `/v1/messages` is appended |
+//! | `GOOGLE_API_KEY` (or `GEMINI_API_KEY`) | — | Gemini (AI Studio) key, sent in the `x-goog-api-key` header |
+//! | `GOOGLE_GEMINI_BASE_URL` | `https://generativelanguage.googleapis.com` | Gemini API; `/v1beta/models/…` is appended |
+//! | `BEDROCK_API_KEY` (or `AWS_BEARER_TOKEN_BEDROCK`) | — | Bedrock API key (Bearer); without one, SigV4 with the AWS credentials below |
+//! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` | — | AWS credentials for Bedrock SigV4 signing |
+//! | `AWS_REGION` (or `AWS_DEFAULT_REGION`) | `eu-central-1` | Bedrock region: endpoint and the model id's cross-region prefix |
+//! | `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` | `https://bedrock-runtime.{region}.amazonaws.com` | Bedrock endpoint override |
+//! | `VOYAGE_API_KEY` | — | Voyage AI key (embeddings) |
+//! | `VOYAGE_BASE_URL` | `https://api.voyageai.com/v1` | Voyage API |
 //! | `TRACIA_API_KEY` | — | when set, GenAI spans are also exported to Tracia |
 //! | `TRACIA_BASE_URL` | `https://app.tracia.io` | Tracia API (or `tracia-collector`) |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | `http://localhost:4318` | OTLP/HTTP base URL; `/v1/traces` is appended |
