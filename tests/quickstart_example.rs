@@ -1,0 +1,115 @@
+//! The `quickstart` example as a user runs it: a separate process configured only by
+//! environment variables, each provider's base URL pointing at a fake server replaying
+//! its recordings, and spans exported by OTLP to a real receiver.
+//!
+//! `cargo test` builds the examples before it runs the tests; this file runs the built
+//! binary (`target/<profile>/examples/quickstart`).
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use support::{FakeProvider, OtlpReceiver};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn quickstart_binary() -> PathBuf {
+    // The test binary lives in target/<profile>/deps; examples in target/<profile>/examples.
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("quickstart{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run the whole suite (`cargo test --workspace`), which builds the examples",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `quickstart --model MODEL [extra…]` with a clean environment plus `env`.
+async fn run_quickstart(model: &str, extra: &[&str], env: Vec<(&str, String)>) -> Output {
+    let mut cmd = Command::new(quickstart_binary());
+    cmd.env_clear().arg("--model").arg(model).args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::task::spawn_blocking(move || cmd.output().expect("quickstart runs"))
+        .await
+        .unwrap()
+}
+
+/// What every run shares: the fake's URL for every provider, test keys, the receiver.
+fn base_env(fake: &FakeProvider, otlp: &OtlpReceiver) -> Vec<(&'static str, String)> {
+    vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.base_url()),
+        ("OTEL_SERVICE_NAME", "quickstart-test".into()),
+        ("OPENAI_BASE_URL", fake.base_url()),
+        (
+            "OPENAI_API_KEY",
+            "sk-test-0123456789abcdefghijklmnop".into(),
+        ),
+        ("ANTHROPIC_BASE_URL", fake.url()),
+        ("ANTHROPIC_API_KEY", "sk-ant-test-0123456789".into()),
+        ("GOOGLE_GEMINI_BASE_URL", fake.url()),
+        ("GEMINI_API_KEY", "AIzaSyTest0123456789".into()),
+        ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", fake.url()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE".into()),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+        ),
+    ]
+}
+
+/// Runs one model against one fixture and checks the printed answer, the printed ids
+/// and the span at the receiver.
+async fn check(model: &str, fixture: &str, stream: bool, provider_name: &str, answer: &str) {
+    let fake = FakeProvider::start().await;
+    let otlp = OtlpReceiver::start().await;
+    fake.enqueue_fixture(fixture);
+    let extra: &[&str] = if stream { &["--stream"] } else { &[] };
+    let out = run_quickstart(model, extra, base_env(&fake, &otlp)).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{model}: exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains(answer),
+        "{model}: answer missing:\n{stdout}"
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    let span_id = last
+        .strip_prefix("span_id=sp_")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{model}: no ids line: {last}"));
+
+    let spans = otlp.wait_for_spans(1, WAIT).await;
+    let span = spans
+        .iter()
+        .find(|s| s.span_id == span_id)
+        .unwrap_or_else(|| panic!("{model}: span {span_id} not exported: {spans:?}"));
+    assert_eq!(span.name, format!("chat {model}"));
+    assert_eq!(span.attr_str("gen_ai.provider.name"), Some(provider_name));
+    assert!(!span.is_error(), "{model}: {span:?}");
+    assert_eq!(fake.pending(), 0, "{model}: the fixture was consumed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quickstart_runs_against_openai_through_the_base_url() {
+    check(
+        "gpt-3.5-turbo",
+        "openai/chat-1",
+        false,
+        "openai",
+        "Why did Opentelemetry break up with Tracing?",
+    )
+    .await;
+}
