@@ -36,6 +36,7 @@
 //! | `OPENAI_API_KEY` | — | OpenAI key (or `RunLocal::provider_api_key`) |
 //! | `OPENAI_BASE_URL` | `https://api.openai.com/v1` | OpenAI or any OpenAI-compatible server |
 //! | `ANTHROPIC_API_KEY`, `GOOGLE_API_KEY`, `BEDROCK_API_KEY`, `VOYAGE_API_KEY` | — | other providers' keys |
+//! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` | — | Bedrock SigV4 signing when no Bedrock API key is set |
 //! | `TRACIA_API_KEY` | — | when set, GenAI spans are also exported to Tracia |
 //! | `TRACIA_BASE_URL` | `https://app.tracia.io` | Tracia API (or `tracia-collector`) |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | `http://localhost:4318` | OTLP/HTTP base URL; `/v1/traces` is appended |
@@ -62,10 +63,13 @@
 //! (as [`telemetry`] sets up).
 #![deny(missing_docs)]
 
+mod aws;
+mod bedrock;
 mod chat;
 mod client;
 mod config;
 mod error;
+mod eventstream;
 mod export;
 mod ids;
 mod message;
@@ -83,6 +87,7 @@ mod transport;
 mod usage;
 mod variables;
 
+pub use aws::AwsCredentials;
 pub use client::{Tracia, TraciaBuilder};
 pub use error::{Error, ErrorCode};
 pub use export::{ExportFailure, ExportStats};
