@@ -202,6 +202,15 @@ pub(crate) trait ErrorBody: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// How a streaming response body is cut into events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// Server-sent events (`text/event-stream`).
+    Sse,
+    /// AWS event-stream binary frames (`application/vnd.amazon.eventstream`).
+    AwsEventStream,
+}
+
 /// A provider's chat wire format. Implementations hold only translation: sending,
 /// timeouts, errors, spans and stream assembly are shared.
 pub(crate) trait ChatWire: ErrorBody {
@@ -214,8 +223,17 @@ pub(crate) trait ChatWire: ErrorBody {
     fn encode(&self, request: &ChatRequest<'_>) -> Value;
     /// A complete (non-streaming) response body.
     fn decode(&self, body: &[u8]) -> Result<ChatResponse, String>;
-    /// One server-sent event of a streaming response.
+    /// One event of a streaming response: its name and its (UTF-8) data.
     fn decode_event(&self, event: &str, data: &str) -> Result<Vec<StreamEvent>, String>;
+    /// How streaming responses are framed.
+    fn framing(&self) -> Framing {
+        Framing::Sse
+    }
+    /// The last touch on a response assembled from a stream, for what only the whole
+    /// answer shows (e.g. a structured-output tool call that is really the answer).
+    fn assembled(&self, response: ChatResponse) -> ChatResponse {
+        response
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_http::HeaderInjector;
@@ -10,6 +10,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use secrecy::{ExposeSecret, SecretString};
 use tracing::Instrument;
 
+use crate::aws::{self, AwsCredentials};
+use crate::bedrock::BedrockConverse;
 use crate::chat::{ChatRequest, ChatResponse, ChatWire};
 use crate::config::{capture_content_from, env};
 use crate::error::{Error, ErrorCode, Result};
@@ -55,6 +57,7 @@ struct Inner {
     api_keys: HashMap<Provider, SecretString>,
     base_urls: HashMap<Provider, reqwest::Url>,
     aws_region: String,
+    aws_credentials: Option<AwsCredentials>,
     timeout: Duration,
     span_settings: SpanSettings,
 }
@@ -78,6 +81,7 @@ pub struct TraciaBuilder {
     api_keys: HashMap<Provider, SecretString>,
     base_urls: HashMap<Provider, String>,
     aws_region: Option<String>,
+    aws_credentials: Option<AwsCredentials>,
     timeout: Option<Duration>,
     capture_content: Option<bool>,
     semconv: Option<SemconvMode>,
@@ -106,6 +110,23 @@ impl TraciaBuilder {
     /// `eu-central-1`). It picks the endpoint and the model id's cross-region prefix.
     pub fn with_aws_region(mut self, region: impl Into<String>) -> Self {
         self.aws_region = Some(region.into());
+        self
+    }
+
+    /// AWS credentials for Bedrock calls signed with SigV4 (else `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`). A Bedrock API key, when one is
+    /// set, is used instead; credentials set here outrank a key from the environment.
+    ///
+    /// ```
+    /// let tracia = tracia::Tracia::builder()
+    ///     .with_aws_credentials(tracia::AwsCredentials::new("AKIDEXAMPLE", "secret"))
+    ///     .with_aws_region("us-east-1")
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(tracia);
+    /// ```
+    pub fn with_aws_credentials(mut self, credentials: AwsCredentials) -> Self {
+        self.aws_credentials = Some(credentials);
         self
     }
 
@@ -150,8 +171,15 @@ impl TraciaBuilder {
             .or_else(|| from_env("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|| DEFAULT_AWS_REGION.to_owned());
         let mut base_urls = HashMap::new();
+        let code_aws = self.aws_credentials.is_some();
+        let aws_credentials = self
+            .aws_credentials
+            .or_else(|| AwsCredentials::from_env(from_env));
         for provider in Provider::ALL {
-            if !api_keys.contains_key(&provider)
+            // Bedrock credentials set in code outrank a Bedrock key from the environment.
+            let set_in_code = api_keys.contains_key(&provider)
+                || (provider == Provider::AmazonBedrock && code_aws);
+            if !set_in_code
                 && let Some(key) = provider.api_key_envs().iter().find_map(|v| from_env(v))
             {
                 api_keys.insert(provider, SecretString::from(key));
@@ -190,6 +218,7 @@ impl TraciaBuilder {
                 api_keys,
                 base_urls,
                 aws_region,
+                aws_credentials,
                 timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
                 span_settings: SpanSettings {
                     capture_content,
@@ -387,7 +416,7 @@ impl Tracia {
         let placement = self.validate(&input, session)?;
         let provider = Provider::resolve(&input.model, input.provider)?;
         let wire = chat_wire(provider, &input.model)?;
-        let key = self.api_key(provider, input.provider_api_key.take())?;
+        let auth = self.auth(provider, input.provider_api_key.take())?;
         let base = self.base_url(provider);
         let messages = variables::interpolate(&input.messages, &input.variables);
         let send = input.send_trace.unwrap_or(true);
@@ -418,9 +447,10 @@ impl Tracia {
             custom: input.custom_options.get(&provider),
         };
         let url = wire.chat_url(base.as_str().trim_end_matches('/'), &chat);
-        let request = self.provider_request(url, &wire.encode(&chat), &call.context, |r| {
-            wire.authorize(r, key.expose_secret())
-        })?;
+        let request =
+            self.provider_request(url, &wire.encode(&chat), &call.context, &auth, |r, key| {
+                wire.authorize(r, key)
+            })?;
         Ok(PreparedCall {
             http: self.inner.http.clone(),
             request,
@@ -433,6 +463,36 @@ impl Tracia {
                 started: Instant::now(),
             },
         })
+    }
+
+    /// How a call to `provider` authenticates: the call's key, the client's key, then
+    /// (Bedrock only) AWS credentials for SigV4.
+    pub(crate) fn auth(
+        &self,
+        provider: Provider,
+        call_key: Option<SecretString>,
+    ) -> Result<Auth<'_>> {
+        if let Some(key) = call_key.or_else(|| self.inner.api_keys.get(&provider).cloned()) {
+            return Ok(Auth::Key(key));
+        }
+        let aws = (provider == Provider::AmazonBedrock)
+            .then_some(self.inner.aws_credentials.as_ref())
+            .flatten();
+        if let Some(credentials) = aws {
+            return Ok(Auth::Aws(credentials));
+        }
+        let aws_hint = if provider == Provider::AmazonBedrock {
+            " Or set AWS credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or TraciaBuilder::with_aws_credentials) to sign with SigV4."
+        } else {
+            ""
+        };
+        Err(Error::new(
+            ErrorCode::MissingProviderApiKey,
+            format!(
+                "No API key found for provider '{provider}'. Set the {} environment variable or pass provider_api_key parameter.{aws_hint}",
+                provider.api_key_env()
+            ),
+        ))
     }
 
     /// The checks that fail before any I/O, and where the span goes.
@@ -458,25 +518,6 @@ impl Tracia {
         )
     }
 
-    /// The call's key: the one passed with the call, else the client's.
-    pub(crate) fn api_key(
-        &self,
-        provider: Provider,
-        explicit: Option<SecretString>,
-    ) -> Result<SecretString> {
-        explicit
-            .or_else(|| self.inner.api_keys.get(&provider).cloned())
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorCode::MissingProviderApiKey,
-                    format!(
-                        "No API key found for provider '{provider}'. Set the {} environment variable or pass provider_api_key parameter.",
-                        provider.api_key_env()
-                    ),
-                )
-            })
-    }
-
     /// The base URL of `provider`, without a trailing slash.
     pub(crate) fn base_url(&self, provider: Provider) -> &reqwest::Url {
         &self.inner.base_urls[&provider]
@@ -492,17 +533,32 @@ impl Tracia {
         }
     }
 
-    /// A provider request: JSON body, authorization, then the span's `traceparent`.
+    /// A provider request: JSON body, authorization (a key through the wire format's
+    /// `authorize`, or a SigV4 signature), then the span's `traceparent`.
     pub(crate) fn provider_request(
         &self,
         url: String,
         body: &serde_json::Value,
         context: &opentelemetry::Context,
-        authorize: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+        auth: &Auth<'_>,
+        authorize: impl FnOnce(reqwest::RequestBuilder, &str) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Request> {
-        let mut request = authorize(self.inner.http.post(url).json(body))
+        let request = self.inner.http.post(url).json(body);
+        let request = match auth {
+            Auth::Key(key) => authorize(request, key.expose_secret()),
+            Auth::Aws(_) => request,
+        };
+        let mut request = request
             .build()
             .map_err(|e| Error::invalid(format!("cannot build the provider request: {e}")))?;
+        if let Auth::Aws(credentials) = auth {
+            aws::sign_request(
+                &mut request,
+                credentials,
+                &self.inner.aws_region,
+                SystemTime::now(),
+            )?;
+        }
         // After authorization: a signature must not cover headers a proxy may rewrite.
         TraceContextPropagator::new()
             .inject_context(context, &mut HeaderInjector(request.headers_mut()));
@@ -522,10 +578,19 @@ impl Tracia {
     }
 }
 
+/// How one call authenticates.
+pub(crate) enum Auth<'a> {
+    /// An API key, added by the wire format (Bedrock: a Bedrock API key as Bearer).
+    Key(SecretString),
+    /// AWS credentials: the built request is signed with SigV4.
+    Aws(&'a AwsCredentials),
+}
+
 /// The chat wire format of `provider`.
 fn chat_wire(provider: Provider, model: &str) -> Result<&'static dyn ChatWire> {
     match provider {
         Provider::OpenAi => Ok(&OpenAiChat),
+        Provider::AmazonBedrock => Ok(&BedrockConverse),
         Provider::Voyage => Err(Error::new(
             ErrorCode::UnsupportedModel,
             format!("Voyage offers embedding models only: use run_embedding for '{model}'"),

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
@@ -239,7 +239,7 @@ impl Tracia {
                 input.model
             )));
         }
-        let key = self.api_key(provider, input.provider_api_key.take())?;
+        let auth = self.auth(provider, input.provider_api_key.take())?;
         let base = self.base_url(provider);
         let call = CallSpan::start_embeddings(
             EmbeddingsStart {
@@ -264,9 +264,13 @@ impl Tracia {
                     input_type: input.input_type,
                 };
                 let url = wire.url(base.as_str().trim_end_matches('/'), &wire_model);
-                self.provider_request(url, &wire.encode(&request), &call.context, |r| {
-                    wire.authorize(r, key.expose_secret())
-                })
+                self.provider_request(
+                    url,
+                    &wire.encode(&request),
+                    &call.context,
+                    &auth,
+                    |r, key| wire.authorize(r, key),
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         let expected = input.texts.len();

@@ -299,6 +299,9 @@ pub(crate) fn redact(text: &str) -> String {
             r"\btr_[A-Za-z0-9]{20,}",
             r"(?i)\b(api[_-]?key|key)=[^&\s]+",
             r"AIza[0-9A-Za-z_-]{30,}",
+            // Bedrock API keys: long-term (`ABSK…`) and short-term (`bedrock-api-key-…`).
+            r"\bABSK[A-Za-z0-9+/=]{20,}",
+            r"bedrock-api-key-[A-Za-z0-9+/=%._-]{20,}",
         ]
         .iter()
         .map(|p| Regex::new(p).expect("static pattern"))

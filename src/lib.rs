@@ -71,12 +71,14 @@
 //! (as [`telemetry`] sets up).
 #![deny(missing_docs)]
 
+mod aws;
 mod bedrock;
 mod chat;
 mod client;
 mod config;
 mod embedding;
 mod error;
+mod eventstream;
 mod export;
 mod gemini;
 mod ids;
@@ -96,6 +98,7 @@ mod usage;
 mod variables;
 mod voyage;
 
+pub use aws::AwsCredentials;
 pub use client::{Tracia, TraciaBuilder};
 pub use embedding::{Embedding, EmbeddingResult, InputType, RunEmbedding};
 pub use error::{Error, ErrorCode};

@@ -137,6 +137,7 @@ macro_rules! chat_span {
             openai.api.type = Empty,
             openai.response.system_fingerprint = Empty,
             openai.response.service_tier = Empty,
+            aws.bedrock.guardrail.id = Empty,
             tracia.provider = Empty,
             tracia.variables = Empty,
             tracia.cost_usd = Empty,

@@ -11,9 +11,10 @@ use futures::task::AtomicWaker;
 use futures::{Stream, StreamExt};
 use tracing::Instrument;
 
-use crate::chat::{StreamAccumulator, StreamEvent};
+use crate::chat::{Framing, StreamAccumulator, StreamEvent};
 use crate::client::{CallState, PreparedCall};
 use crate::error::{Error, ErrorCode, Result};
+use crate::eventstream;
 use crate::ids;
 use crate::run::RunResult;
 use crate::transport::{self, SseEvent};
@@ -124,8 +125,13 @@ impl RunStream {
                 return Err(error);
             }
         };
+        let body = response.bytes_stream();
+        let events: Events = match state.wire.framing() {
+            Framing::Sse => Box::pin(transport::sse_events(body, timeout)),
+            Framing::AwsEventStream => Box::pin(eventstream::events(body, timeout)),
+        };
         Ok(Self {
-            events: Box::pin(transport::sse_events(response.bytes_stream(), timeout)),
+            events,
             acc: StreamAccumulator::default(),
             ready: VecDeque::new(),
             state,
@@ -175,11 +181,14 @@ impl RunStream {
         if std::mem::replace(&mut self.ended, true) {
             return;
         }
-        let acc = std::mem::take(&mut self.acc);
+        let response = self
+            .state
+            .wire
+            .assembled(std::mem::take(&mut self.acc).finish());
         let outcome = match ending {
-            Ending::Complete => Ok(self.state.finish(acc.finish(), false, false)),
+            Ending::Complete => Ok(self.state.finish(response, false, false)),
             Ending::Aborted(why) => {
-                let result = self.state.finish(acc.finish(), true, true);
+                let result = self.state.finish(response, true, true);
                 self.state.call.record_aborted();
                 self.state
                     .call
@@ -187,7 +196,7 @@ impl RunStream {
                 Ok(result)
             }
             Ending::Failed(error) => {
-                self.state.record(&acc.finish(), true);
+                self.state.record(&response, true);
                 self.state.call.record_error(&error);
                 Err(error)
             }

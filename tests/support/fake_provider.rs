@@ -31,8 +31,9 @@ pub enum Delivery {
     Whole,
     /// The first `n` bytes, then the connection is aborted mid-body.
     Truncated(usize),
-    /// SSE events (split after each `"\n\n"`) one at a time, pausing between
-    /// events, with chunked transfer encoding.
+    /// Events one at a time, pausing between them, with chunked transfer encoding:
+    /// SSE events (split after each `"\n\n"`), or AWS event-stream frames (split by
+    /// their length prefix) for `application/vnd.amazon.eventstream` bodies.
     Chunked(Duration),
 }
 
@@ -210,7 +211,8 @@ impl FakeProvider {
         self.enqueue_reply(Reply::fixture(name).truncated(n_bytes))
     }
 
-    /// The fixture's SSE events one by one with `chunk_pause` between them.
+    /// The fixture's events (SSE events or event-stream frames) one by one with
+    /// `chunk_pause` between them.
     pub fn enqueue_chunked(&self, name: &str, chunk_pause: Duration) -> &Self {
         self.enqueue_reply(Reply::fixture(name).chunked(chunk_pause))
     }
@@ -335,7 +337,11 @@ fn build_response(reply: Reply, state: Shared) -> Response {
             Body::from_stream(truncated(reply.body.slice(..n.min(reply.body.len()))))
         }
         Delivery::Chunked(pause) => {
-            let events = split_events(&reply.body);
+            let events = if reply.content_type == AWS_EVENT_STREAM {
+                split_frames(&reply.body)
+            } else {
+                split_events(&reply.body)
+            };
             let guard = StreamGuard {
                 state,
                 label: reply.label,
@@ -378,6 +384,27 @@ fn split_events(body: &Bytes) -> Vec<Bytes> {
         events.push(body.slice(start..));
     }
     events
+}
+
+const AWS_EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
+
+/// Splits AWS event-stream frames: each starts with its total length (4 bytes, big
+/// endian). A malformed length leaves the rest as one piece.
+fn split_frames(body: &Bytes) -> Vec<Bytes> {
+    let mut frames = Vec::new();
+    let mut start = 0;
+    while let Some(len) = body
+        .get(start..start + 4)
+        .map(|p| u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize)
+        .filter(|len| *len > 0 && start + len <= body.len())
+    {
+        frames.push(body.slice(start..start + len));
+        start += len;
+    }
+    if start < body.len() {
+        frames.push(body.slice(start..));
+    }
+    frames
 }
 
 /// Records a [`StreamOutcome`] when hyper drops the body stream.
