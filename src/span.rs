@@ -7,6 +7,7 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::chat::ChatResponse;
+use crate::client::Api;
 use crate::error::Error;
 use crate::ids;
 use crate::message::{Message, ResponseFormat};
@@ -46,6 +47,7 @@ pub(crate) struct SpanStart<'a> {
     pub stream: bool,
     pub send: bool,
     pub placement: Placement,
+    pub api: Api,
 }
 
 /// One call's span, with the ids it was exported under.
@@ -118,6 +120,7 @@ impl CallSpan {
             stream,
             send,
             placement,
+            api,
         } = start;
         let ambient = opentelemetry::Context::current();
         let ambient_sc = ambient.span().span_context().clone();
@@ -161,7 +164,7 @@ impl CallSpan {
             span.record("server.port", i64::from(port));
         }
         if provider == Provider::OpenAi {
-            span.record("openai.api.type", "chat_completions");
+            span.record("openai.api.type", api.openai_api_type());
         }
         record_request(&span, input, settings, messages);
         if stream {

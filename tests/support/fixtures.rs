@@ -1,5 +1,7 @@
 //! Access to the recorded provider exchanges in `shared/fixtures/providers`
-//! (see the README there). Names are `PROVIDER/NAME`, e.g. `openai/chat-1`.
+//! (see the README there), and to the crate's own hand-built ones in
+//! `tests/fixtures/providers` for cases nobody recorded. Names are `PROVIDER/NAME`,
+//! e.g. `openai/chat-1`.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +15,24 @@ pub fn fixtures_dir() -> PathBuf {
         env!("CARGO_MANIFEST_DIR"),
         "/../shared/fixtures/providers"
     ))
+}
+
+/// The crate's own fixtures, same layout, each one's origin told in a README beside it.
+fn local_fixtures_dir() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/providers"
+    ))
+}
+
+/// The directory holding fixture `name`: the shared one, else the crate's own.
+fn fixture_root(name: &str) -> PathBuf {
+    let shared = fixtures_dir();
+    if shared.join(format!("{name}.request.json")).exists() {
+        shared
+    } else {
+        local_fixtures_dir()
+    }
 }
 
 /// One recorded exchange.
@@ -46,7 +66,7 @@ impl Fixture {
 /// Loads `NAME.request.json`, `NAME.response.body` and `NAME.response.meta.json`.
 /// Panics with the offending path: a missing fixture is a broken test.
 pub fn load_fixture(name: &str) -> Fixture {
-    let base = fixtures_dir();
+    let base = fixture_root(name);
     let request = read_json(&base.join(format!("{name}.request.json")));
     let meta = read_json(&base.join(format!("{name}.response.meta.json")));
     let body_path = base.join(format!("{name}.response.body"));
