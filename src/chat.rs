@@ -42,6 +42,9 @@ pub(crate) struct ChatResponse {
     pub usage: Option<Usage>,
     /// Provider-specific span attributes (e.g. `openai.response.system_fingerprint`).
     pub attributes: Vec<(&'static str, String)>,
+    /// The provider's own output items, verbatim, for APIs whose callers pass them back
+    /// on the next turn (OpenAI Responses).
+    pub output_items: Vec<Value>,
 }
 
 impl ChatResponse {
@@ -58,7 +61,7 @@ impl ChatResponse {
 pub(crate) fn normalize_finish_reason(raw: Option<&str>) -> FinishReason {
     match raw.map(str::to_ascii_lowercase).as_deref() {
         Some("tool_calls" | "tool_use" | "function_call" | "tool-calls") => FinishReason::ToolCalls,
-        Some("length" | "max_tokens") => FinishReason::MaxTokens,
+        Some("length" | "max_tokens" | "max_output_tokens") => FinishReason::MaxTokens,
         _ => FinishReason::Stop,
     }
 }
@@ -96,6 +99,8 @@ pub(crate) enum StreamEvent {
     Usage(Usage),
     /// A provider-specific span attribute.
     Attribute(&'static str, String),
+    /// A complete output item, verbatim (see [`ChatResponse::output_items`]).
+    OutputItem(Value),
     /// The provider said the stream is complete.
     Done,
 }
@@ -116,19 +121,15 @@ pub(crate) struct StreamAccumulator {
 }
 
 impl StreamAccumulator {
-    /// Folds one event in; returns the text to hand to the caller, if any.
-    pub fn push(&mut self, event: StreamEvent) -> Option<String> {
+    /// Folds one event in.
+    pub fn push(&mut self, event: StreamEvent) {
         let r = &mut self.response;
         match event {
             StreamEvent::Meta { id, model } => {
                 r.id = r.id.take().or(id);
                 r.model = r.model.take().or(model);
             }
-            StreamEvent::Text(text) if !text.is_empty() => {
-                r.text.push_str(&text);
-                return Some(text);
-            }
-            StreamEvent::Text(_) => {}
+            StreamEvent::Text(text) => r.text.push_str(&text),
             StreamEvent::Reasoning(text) => r.reasoning.push_str(&text),
             StreamEvent::ToolCall {
                 index,
@@ -148,9 +149,9 @@ impl StreamAccumulator {
             StreamEvent::Finish(reason) => r.finish_reason = Some(reason),
             StreamEvent::Usage(usage) => r.usage = Some(merge_usage(r.usage, usage)),
             StreamEvent::Attribute(key, value) => r.attributes.push((key, value)),
+            StreamEvent::OutputItem(item) => r.output_items.push(item),
             StreamEvent::Done => self.done = true,
         }
-        None
     }
 
     /// True once the provider sent its finish reason.

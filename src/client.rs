@@ -18,6 +18,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::ids;
 use crate::message::Role;
 use crate::openai::OpenAiChat;
+use crate::openai_responses::OpenAiResponses;
 use crate::pricing;
 use crate::provider::Provider;
 use crate::run::{RunLocal, RunResult, assistant_message};
@@ -247,6 +248,25 @@ pub(crate) struct PreparedCall {
     pub state: CallState,
 }
 
+/// Which API of the provider serves a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    /// The provider's chat API (`run_local`).
+    Chat,
+    /// OpenAI's Responses API (`run_responses`).
+    Responses,
+}
+
+impl Api {
+    /// `openai.api.type` of a call to OpenAI through this API.
+    pub(crate) fn openai_api_type(self) -> &'static str {
+        match self {
+            Self::Chat => "chat_completions",
+            Self::Responses => "responses",
+        }
+    }
+}
+
 /// What a call needs after its request went out.
 pub(crate) struct CallState {
     pub call: CallSpan,
@@ -273,13 +293,18 @@ impl CallState {
     /// Records a response on the span and builds the call's result from it.
     pub fn finish(&self, response: ChatResponse, cut_off: bool, aborted: bool) -> RunResult {
         let cost = self.record(&response, cut_off);
+        self.result(response, cost, aborted)
+    }
+
+    /// The call's result from a response already recorded on the span.
+    pub fn result(&self, response: ChatResponse, cost: Option<f64>, aborted: bool) -> RunResult {
         let finish = response.finish();
         let usage = response.usage.unwrap_or_default();
         RunResult {
             message: assistant_message(&response.text, &response.tool_calls),
-            span_id: ids::format_span_id(self.call.span_id),
-            trace_id: ids::format_trace_id(self.call.trace_id),
-            latency_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            span_id: self.span_id(),
+            trace_id: self.trace_id(),
+            latency_ms: self.latency_ms(),
             usage,
             cost,
             provider: self.provider,
@@ -292,6 +317,21 @@ impl CallState {
             text: response.text,
             aborted,
         }
+    }
+
+    /// The span id in Tracia form (`sp_…`).
+    pub fn span_id(&self) -> String {
+        ids::format_span_id(self.call.span_id)
+    }
+
+    /// The trace id in Tracia form (`tr_…`).
+    pub fn trace_id(&self) -> String {
+        ids::format_trace_id(self.call.trace_id)
+    }
+
+    /// Time since the request was built.
+    pub fn latency_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -347,9 +387,10 @@ impl Tracia {
         input: RunLocal,
         placement: Placement,
     ) -> Result<RunResult> {
-        let prepared = self.prepare(input, false, placement)?;
+        let prepared = self.prepare(input, Api::Chat, false, placement)?;
         let span = prepared.state.call.span.clone();
-        execute(prepared).instrument(span).await
+        let (state, response) = fetch(prepared).instrument(span).await?;
+        Ok(state.finish(response, false, false))
     }
 
     pub(crate) async fn run_local_stream_at(
@@ -357,7 +398,7 @@ impl Tracia {
         input: RunLocal,
         placement: Placement,
     ) -> Result<RunStream> {
-        let prepared = self.prepare(input, true, placement)?;
+        let prepared = self.prepare(input, Api::Chat, true, placement)?;
         RunStream::open(prepared).await
     }
 
@@ -407,15 +448,20 @@ impl Tracia {
         crate::telemetry::flush_installed().await;
     }
 
-    fn prepare(
+    /// Validates a call, starts its span and builds its request for `api`.
+    pub(crate) fn prepare(
         &self,
         mut input: RunLocal,
+        api: Api,
         stream: bool,
         session: Placement,
     ) -> Result<PreparedCall> {
         let placement = self.validate(&input, session)?;
         let provider = Provider::resolve(&input.model, input.provider)?;
-        let wire = chat_wire(provider, &input.model)?;
+        let wire: &'static dyn ChatWire = match api {
+            Api::Chat => chat_wire(provider, &input.model)?,
+            Api::Responses => &OpenAiResponses,
+        };
         let auth = self.auth(provider, input.provider_api_key.take())?;
         let base = self.base_url(provider);
         let messages = variables::interpolate(&input.messages, &input.variables);
@@ -429,6 +475,7 @@ impl Tracia {
                 stream,
                 send,
                 placement,
+                api,
             },
             self.inner.span_settings,
         );
@@ -604,14 +651,15 @@ fn chat_wire(provider: Provider, model: &str) -> Result<&'static dyn ChatWire> {
     }
 }
 
-/// Sends a non-streaming call and records its outcome on the span.
-async fn execute(
+/// Sends a non-streaming call and decodes the answer; a failure is recorded on the
+/// span, a success is left for the caller to record with its own result.
+pub(crate) async fn fetch(
     PreparedCall {
         http,
         request,
         state,
     }: PreparedCall,
-) -> Result<RunResult> {
+) -> Result<(CallState, ChatResponse)> {
     let timeout = state.timeout;
     let outcome = tokio::time::timeout(timeout, async {
         let response = transport::send(&http, request, state.wire, state.provider, timeout).await?;
@@ -629,7 +677,7 @@ async fn execute(
     .await
     .unwrap_or_else(|_| Err(transport::timeout_error(timeout)));
     match outcome {
-        Ok(response) => Ok(state.finish(response, false, false)),
+        Ok(response) => Ok((state, response)),
         Err(error) => {
             state.call.record_error(&error);
             Err(error)

@@ -7,6 +7,8 @@ use opentelemetry::trace::{SpanId, TraceId};
 use crate::client::Tracia;
 use crate::error::Result;
 use crate::ids;
+use crate::responses::{ResponsesResult, RunResponses};
+use crate::responses_stream::ResponsesStream;
 use crate::run::{RunLocal, RunResult};
 use crate::span::Placement;
 use crate::stream::RunStream;
@@ -75,15 +77,18 @@ impl Session {
         p.last_span_id = Some(span_id);
     }
 
+    /// Moves the session on to a call just made (ids in Tracia form).
+    fn moved_to(&self, trace_id: &str, span_id: &str) {
+        if let (Ok(trace), Ok(span)) = (ids::parse_trace_id(trace_id), ids::parse_span_id(span_id))
+        {
+            self.advance(trace, span);
+        }
+    }
+
     /// Runs a call as the next turn of the session.
     pub async fn run_local(&self, input: RunLocal) -> Result<RunResult> {
         let result = self.tracia.run_local_at(input, self.placement()).await?;
-        if let (Ok(trace), Ok(span)) = (
-            ids::parse_trace_id(&result.trace_id),
-            ids::parse_span_id(&result.span_id),
-        ) {
-            self.advance(trace, span);
-        }
+        self.moved_to(&result.trace_id, &result.span_id);
         Ok(result)
     }
 
@@ -95,12 +100,48 @@ impl Session {
             .tracia
             .run_local_stream_at(input, self.placement())
             .await?;
-        if let (Ok(trace), Ok(span)) = (
-            ids::parse_trace_id(&stream.trace_id()),
-            ids::parse_span_id(&stream.span_id()),
-        ) {
-            self.advance(trace, span);
-        }
+        self.moved_to(&stream.trace_id(), &stream.span_id());
+        Ok(stream)
+    }
+
+    /// Runs a Responses API call ([`Tracia::run_responses`]) as the next turn.
+    ///
+    /// ```no_run
+    /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// use tracia::RunResponses;
+    /// let session = tracia.create_session();
+    /// let first = session.run_responses(RunResponses::new("o4-mini").user("My name is Ada.")).await?;
+    /// let second = session
+    ///     .run_responses(RunResponses::new("o4-mini").user("My name is Ada.")
+    ///         .items(first.output_items.clone()).user("What is my name?"))
+    ///     .await?;
+    /// assert_eq!(first.trace_id, second.trace_id);
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_responses(&self, input: RunResponses) -> Result<ResponsesResult> {
+        let result = self
+            .tracia
+            .run_responses_at(input, self.placement())
+            .await?;
+        self.moved_to(&result.trace_id, &result.span_id);
+        Ok(result)
+    }
+
+    /// Streams a Responses API call as the next turn; the session moves on as soon as
+    /// the stream opens, as with [`Session::run_local_stream`].
+    ///
+    /// ```no_run
+    /// # async fn demo(session: tracia::Session) -> Result<(), tracia::Error> {
+    /// let stream = session.run_responses_stream(tracia::RunResponses::new("o4-mini").user("Hi")).await?;
+    /// assert_eq!(session.last_span_id(), Some(stream.span_id()));
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_responses_stream(&self, input: RunResponses) -> Result<ResponsesStream> {
+        let stream = self
+            .tracia
+            .run_responses_stream_at(input, self.placement())
+            .await?;
+        self.moved_to(&stream.trace_id(), &stream.span_id());
         Ok(stream)
     }
 

@@ -7,6 +7,7 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::chat::ChatResponse;
+use crate::client::Api;
 use crate::embedding::RunEmbedding;
 use crate::error::Error;
 use crate::ids;
@@ -76,6 +77,7 @@ pub(crate) struct SpanStart<'a> {
     pub stream: bool,
     pub send: bool,
     pub placement: Placement,
+    pub api: Api,
 }
 
 /// The static facts of an embeddings call.
@@ -208,6 +210,7 @@ impl CallSpan {
             stream,
             send,
             placement,
+            api,
         } = start;
         let span = new_span!(chat_span, send, placement);
         let target = SpanTarget {
@@ -218,7 +221,7 @@ impl CallSpan {
         };
         record_target(&span, &target);
         if provider == Provider::OpenAi {
-            span.record("openai.api.type", "chat_completions");
+            span.record("openai.api.type", api.openai_api_type());
         }
         record_request(&span, input, settings, messages);
         if stream {

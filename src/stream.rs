@@ -1,5 +1,9 @@
 //! Streaming calls: text chunks as a `futures::Stream`, the assembled result at the
 //! end, `abort()`, and a span that ends exactly once however the stream ends.
+//!
+//! [`StreamCore`] holds what every stream type shares (decoding, accumulation, the
+//! deadline, abort, the span's single ending); [`RunStream`] and
+//! [`crate::ResponsesStream`] only choose what their consumer is handed.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -11,11 +15,10 @@ use futures::task::AtomicWaker;
 use futures::{Stream, StreamExt};
 use tracing::Instrument;
 
-use crate::chat::{Framing, StreamAccumulator, StreamEvent};
+use crate::chat::{ChatResponse, Framing, StreamAccumulator, StreamEvent};
 use crate::client::{CallState, PreparedCall};
 use crate::error::{Error, ErrorCode, Result};
 use crate::eventstream;
-use crate::ids;
 use crate::run::RunResult;
 use crate::transport::{self, SseEvent};
 
@@ -48,18 +51,72 @@ type Events = Pin<Box<dyn Stream<Item = Result<SseEvent>> + Send>>;
 /// # Ok(()) }
 /// ```
 pub struct RunStream {
-    events: Events,
-    acc: StreamAccumulator,
-    ready: VecDeque<String>,
-    state: CallState,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-    abort: AbortHandle,
-    first_chunk_seen: bool,
-    ended: bool,
-    outcome: Option<Result<RunResult>>,
+    core: StreamCore<String>,
 }
 
-/// Stops a [`RunStream`] from anywhere; cheap to clone.
+/// A text chunk for the consumer of a [`RunStream`].
+fn text_chunk(event: &StreamEvent) -> Option<String> {
+    match event {
+        StreamEvent::Text(text) if !text.is_empty() => Some(text.clone()),
+        _ => None,
+    }
+}
+
+impl RunStream {
+    /// Sends the request and waits for the provider to accept it.
+    pub(crate) async fn open(prepared: PreparedCall) -> Result<Self> {
+        let core = StreamCore::open(prepared, text_chunk).await?;
+        Ok(Self { core })
+    }
+
+    /// The call's span id (`sp_…`), known from the start.
+    pub fn span_id(&self) -> String {
+        self.core.state.span_id()
+    }
+
+    /// The call's trace id (`tr_…`), known from the start.
+    pub fn trace_id(&self) -> String {
+        self.core.state.trace_id()
+    }
+
+    /// A handle that stops this stream from elsewhere.
+    pub fn abort_handle(&self) -> AbortHandle {
+        self.core.abort.clone()
+    }
+
+    /// Stops the stream now.
+    pub fn abort(&self) {
+        self.core.abort.abort();
+    }
+
+    /// Reads the rest of the stream and returns the whole result.
+    ///
+    /// Fails with the error that ended the stream, if one did.
+    pub async fn finish(mut self) -> Result<RunResult> {
+        let Finished {
+            response,
+            cost,
+            aborted,
+        } = self.core.drain().await?;
+        Ok(self.core.state.result(response, cost, aborted))
+    }
+}
+
+impl Stream for RunStream {
+    type Item = Result<String>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.core.poll_next_unpin(cx)
+    }
+}
+
+impl std::fmt::Debug for RunStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.core.debug("RunStream", f)
+    }
+}
+
+/// Stops a [`RunStream`] or [`crate::ResponsesStream`] from anywhere; cheap to clone.
 ///
 /// ```no_run
 /// # async fn demo(stream: tracia::RunStream) {
@@ -101,7 +158,31 @@ enum Ending {
     Aborted(&'static str),
 }
 
-impl RunStream {
+/// A stream that ended without an error: what had arrived, recorded on the span.
+pub(crate) struct Finished {
+    pub response: ChatResponse,
+    pub cost: Option<f64>,
+    /// Stopped by `abort()` before its end.
+    pub aborted: bool,
+}
+
+/// The part of a streaming call every stream type shares: SSE decoding and assembly,
+/// the call's deadline, abort, and the span's ending, exactly once (drop included).
+/// `select` picks what the consumer is handed for each decoded event.
+pub(crate) struct StreamCore<T> {
+    events: Events,
+    select: fn(&StreamEvent) -> Option<T>,
+    acc: StreamAccumulator,
+    ready: VecDeque<T>,
+    pub state: CallState,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    pub abort: AbortHandle,
+    first_chunk_seen: bool,
+    ended: bool,
+    outcome: Option<Result<Finished>>,
+}
+
+impl<T: Unpin> StreamCore<T> {
     /// Sends the request and waits for the provider to accept it.
     pub(crate) async fn open(
         PreparedCall {
@@ -109,6 +190,7 @@ impl RunStream {
             request,
             state,
         }: PreparedCall,
+        select: fn(&StreamEvent) -> Option<T>,
     ) -> Result<Self> {
         let timeout = state.timeout;
         let mut deadline = Box::pin(tokio::time::sleep(timeout));
@@ -132,6 +214,7 @@ impl RunStream {
         };
         Ok(Self {
             events,
+            select,
             acc: StreamAccumulator::default(),
             ready: VecDeque::new(),
             state,
@@ -143,30 +226,8 @@ impl RunStream {
         })
     }
 
-    /// The call's span id (`sp_…`), known from the start.
-    pub fn span_id(&self) -> String {
-        ids::format_span_id(self.state.call.span_id)
-    }
-
-    /// The call's trace id (`tr_…`), known from the start.
-    pub fn trace_id(&self) -> String {
-        ids::format_trace_id(self.state.call.trace_id)
-    }
-
-    /// A handle that stops this stream from elsewhere.
-    pub fn abort_handle(&self) -> AbortHandle {
-        self.abort.clone()
-    }
-
-    /// Stops the stream now.
-    pub fn abort(&self) {
-        self.abort.abort();
-    }
-
-    /// Reads the rest of the stream and returns the whole result.
-    ///
-    /// Fails with the error that ended the stream, if one did.
-    pub async fn finish(mut self) -> Result<RunResult> {
+    /// Reads the rest of the stream; how it ended.
+    pub(crate) async fn drain(&mut self) -> Result<Finished> {
         while self.next().await.is_some() {}
         self.outcome.take().unwrap_or_else(|| {
             Err(Error::new(
@@ -176,6 +237,24 @@ impl RunStream {
         })
     }
 
+    /// The final usage, once the stream reached its end (not aborted, not failed).
+    pub(crate) fn completed_usage(&self) -> Option<crate::Usage> {
+        match &self.outcome {
+            Some(Ok(f)) if !f.aborted => Some(f.response.usage.unwrap_or_default()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn debug(&self, name: &str, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(name)
+            .field("span_id", &self.state.span_id())
+            .field("trace_id", &self.state.trace_id())
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+impl<T> StreamCore<T> {
     /// Ends the stream: records the outcome on the span, once.
     fn end(&mut self, ending: Ending) {
         if std::mem::replace(&mut self.ended, true) {
@@ -186,14 +265,25 @@ impl RunStream {
             .wire
             .assembled(std::mem::take(&mut self.acc).finish());
         let outcome = match ending {
-            Ending::Complete => Ok(self.state.finish(response, false, false)),
+            Ending::Complete => {
+                let cost = self.state.record(&response, false);
+                Ok(Finished {
+                    response,
+                    cost,
+                    aborted: false,
+                })
+            }
             Ending::Aborted(why) => {
-                let result = self.state.finish(response, true, true);
+                let cost = self.state.record(&response, true);
                 self.state.call.record_aborted();
                 self.state
                     .call
                     .record_error(&Error::new(ErrorCode::Aborted, why));
-                Ok(result)
+                Ok(Finished {
+                    response,
+                    cost,
+                    aborted: true,
+                })
             }
             Ending::Failed(error) => {
                 self.state.record(&response, true);
@@ -223,22 +313,23 @@ impl RunStream {
                     .call
                     .record_first_chunk(self.state.started.elapsed().as_secs_f64());
             }
-            if let Some(text) = self.acc.push(ev) {
-                self.ready.push_back(text);
+            if let Some(item) = (self.select)(&ev) {
+                self.ready.push_back(item);
             }
+            self.acc.push(ev);
         }
         Ok(())
     }
 }
 
-impl Stream for RunStream {
-    type Item = Result<String>;
+impl<T: Unpin> Stream for StreamCore<T> {
+    type Item = Result<T>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            if let Some(text) = this.ready.pop_front() {
-                return Poll::Ready(Some(Ok(text)));
+            if let Some(item) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(item)));
             }
             if this.ended {
                 return Poll::Ready(None);
@@ -258,7 +349,7 @@ impl Stream for RunStream {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(event))) => match this.on_event(event) {
                     Ok(()) if this.acc.done => {
-                        // Text decoded from the last event is still handed out first.
+                        // What the last event decoded to is still handed out first.
                         this.end(Ending::Complete);
                         continue;
                     }
@@ -283,21 +374,11 @@ impl Stream for RunStream {
     }
 }
 
-impl Drop for RunStream {
+impl<T> Drop for StreamCore<T> {
     fn drop(&mut self) {
         if !self.ended {
             // Dropped mid-way: the span still ends once, with what had arrived.
             self.end(Ending::Aborted("Stream dropped before completion"));
         }
-    }
-}
-
-impl std::fmt::Debug for RunStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunStream")
-            .field("span_id", &self.span_id())
-            .field("trace_id", &self.trace_id())
-            .field("ended", &self.ended)
-            .finish()
     }
 }

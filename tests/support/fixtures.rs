@@ -1,7 +1,7 @@
 //! Access to the recorded provider exchanges in `shared/fixtures/providers`
-//! (see the README there). Names are `PROVIDER/NAME`, e.g. `openai/chat-1`.
-//! Cases the recordings lack live in this repository's `tests/fixtures/providers`
-//! in the same layout (see the README there); a name is looked up in both.
+//! (see the README there), and to the crate's own hand-built ones in
+//! `tests/fixtures/providers` for cases nobody recorded. Names are `PROVIDER/NAME`,
+//! e.g. `openai/chat-1`.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +15,24 @@ pub fn fixtures_dir() -> PathBuf {
         env!("CARGO_MANIFEST_DIR"),
         "/../shared/fixtures/providers"
     ))
+}
+
+/// The crate's own fixtures, same layout, each one's origin told in a README beside it.
+fn local_fixtures_dir() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/providers"
+    ))
+}
+
+/// The directory holding fixture `name`: the shared one, else the crate's own.
+fn fixture_root(name: &str) -> PathBuf {
+    let shared = fixtures_dir();
+    if shared.join(format!("{name}.request.json")).exists() {
+        shared
+    } else {
+        local_fixtures_dir()
+    }
 }
 
 /// One recorded exchange.
@@ -45,24 +63,11 @@ impl Fixture {
     }
 }
 
-/// Fixtures written for this repository, for cases the recordings lack.
-pub fn local_fixtures_dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/providers"
-    ))
-}
-
 /// Loads `NAME.request.json`, `NAME.response.body` and `NAME.response.meta.json`, from
 /// the recordings or else the local fixtures.
 /// Panics with the offending path: a missing fixture is a broken test.
 pub fn load_fixture(name: &str) -> Fixture {
-    let shared = fixtures_dir();
-    let base = if shared.join(format!("{name}.request.json")).exists() {
-        shared
-    } else {
-        local_fixtures_dir()
-    };
+    let base = fixture_root(name);
     let request = read_json(&base.join(format!("{name}.request.json")));
     let meta = read_json(&base.join(format!("{name}.response.meta.json")));
     let body_path = base.join(format!("{name}.response.body"));

@@ -1,5 +1,6 @@
 //! Building the SDK under test against the fake servers.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tracia::{Provider, TelemetryGuard, Tracia};
@@ -58,7 +59,20 @@ pub fn pipeline_with(
 /// Installs the guard's layer as this thread's subscriber until the returned guard drops.
 pub fn install(guard: &TelemetryGuard) -> tracing::subscriber::DefaultGuard {
     use tracing_subscriber::layer::SubscriberExt;
+    keep_callsite_interest_shared();
     tracing::subscriber::set_default(tracing_subscriber::registry().with(guard.layer()))
+}
+
+/// tracing-core caches whether each span callsite is enabled. While at most one
+/// dispatcher is alive, it asks only the default of the thread that first hits the
+/// callsite (`Dispatchers::rebuilder`, tracing-core 0.1.36). So a test without a
+/// subscriber that reaches `chat` first, while another test's thread-local subscriber
+/// is the only one alive, disables that callsite for every thread, and the other
+/// test's span is never recorded. A second dispatcher alive for the whole process makes
+/// tracing-core ask every live one instead.
+fn keep_callsite_interest_shared() {
+    static SPARE: OnceLock<tracing::Dispatch> = OnceLock::new();
+    SPARE.get_or_init(|| tracing::Dispatch::new(tracing_subscriber::registry()));
 }
 
 /// A fake provider, an OTLP receiver and a fake Tracia API accepting `key`.
