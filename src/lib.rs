@@ -67,6 +67,7 @@ mod client;
 mod config;
 mod error;
 mod export;
+mod gemini;
 mod ids;
 mod message;
 mod openai;

@@ -207,7 +207,12 @@ impl RunStream {
                 )
             })?;
         for ev in decoded {
-            let content = matches!(ev, StreamEvent::Text(_) | StreamEvent::ToolCall { .. });
+            let content = matches!(
+                ev,
+                StreamEvent::Text(_)
+                    | StreamEvent::ToolCall { .. }
+                    | StreamEvent::WholeToolCall { .. }
+            );
             if content && !self.first_chunk_seen {
                 self.first_chunk_seen = true;
                 self.state
@@ -258,7 +263,8 @@ impl Stream for RunStream {
                 },
                 Poll::Ready(Some(Err(error))) => error,
                 Poll::Ready(None) if this.acc.finish_seen() => {
-                    // Some compatible servers end without `[DONE]` after the finish chunk.
+                    // Gemini has no end marker, and some compatible servers skip
+                    // `[DONE]`: a finish reason is what makes the answer complete.
                     this.end(Ending::Complete);
                     continue;
                 }
