@@ -93,6 +93,13 @@ pub(crate) enum StreamEvent {
         name: Option<String>,
         arguments: String,
     },
+    /// A complete tool call from a provider that sends calls whole and unnumbered
+    /// (Gemini): it takes the next index.
+    WholeToolCall {
+        id: Option<String>,
+        name: String,
+        arguments: String,
+    },
     /// The provider's finish reason.
     Finish(String),
     /// Usage so far (later events replace earlier ones, field by field).
@@ -146,6 +153,22 @@ impl StreamAccumulator {
                 }
                 call.arguments.push_str(&arguments);
             }
+            StreamEvent::WholeToolCall {
+                id,
+                name,
+                arguments,
+            } => {
+                let index = self.calls.last_key_value().map_or(0, |(i, _)| i + 1);
+                let id = id.unwrap_or_default();
+                self.calls.insert(
+                    index,
+                    PartialCall {
+                        id,
+                        name,
+                        arguments,
+                    },
+                );
+            }
             StreamEvent::Finish(reason) => r.finish_reason = Some(reason),
             StreamEvent::Usage(usage) => r.usage = Some(merge_usage(r.usage, usage)),
             StreamEvent::Attribute(key, value) => r.attributes.push((key, value)),
@@ -159,14 +182,47 @@ impl StreamAccumulator {
         self.response.finish_reason.is_some()
     }
 
-    /// The assembled response, tool-call arguments parsed.
+    /// The assembled response, tool-call arguments parsed. A call that came without an
+    /// id gets one, since a tool message can only answer a call by its id.
     pub fn finish(mut self) -> ChatResponse {
+        let response_id = self.response.id.as_deref();
         self.response.tool_calls = self
             .calls
-            .into_values()
-            .map(|c| ToolCall::new(c.id, c.name, parse_arguments(&c.arguments)))
+            .into_iter()
+            .map(|(index, c)| {
+                let id = if c.id.is_empty() {
+                    fallback_call_id(response_id, index)
+                } else {
+                    c.id
+                };
+                ToolCall::new(id, c.name, parse_arguments(&c.arguments))
+            })
             .collect();
         self.response
+    }
+}
+
+/// The id of a tool call sent without one: its position in the response, qualified by
+/// the response id so that calls of different turns differ. It is deterministic, so a
+/// streamed response and the same one in a single body give the same ids.
+fn fallback_call_id(response_id: Option<&str>, index: usize) -> String {
+    match response_id {
+        Some(id) => format!("call_{id}_{index}"),
+        None => format!("call_{index}"),
+    }
+}
+
+/// Merges provider-specific options over an encoded body: objects merge key by key
+/// (so an option inside a nested config keeps the encoded fields beside it), any
+/// other value replaces what was there.
+pub(crate) fn merge_options(body: &mut Map<String, Value>, options: &Map<String, Value>) {
+    for (key, value) in options {
+        match (body.get_mut(key), value) {
+            (Some(Value::Object(inner)), Value::Object(overlay)) => merge_options(inner, overlay),
+            _ => {
+                body.insert(key.clone(), value.clone());
+            }
+        }
     }
 }
 
@@ -280,5 +336,35 @@ mod tests {
         );
         assert_eq!(calls[1].arguments, serde_json::json!({"a": 1}));
         assert_eq!(calls[2].arguments, serde_json::json!({}));
+    }
+
+    #[test]
+    fn whole_tool_calls_take_the_next_index_and_get_ids_when_missing() {
+        let mut acc = StreamAccumulator::default();
+        let whole = |id: Option<&str>, name: &str| StreamEvent::WholeToolCall {
+            id: id.map(String::from),
+            name: name.into(),
+            arguments: "{}".into(),
+        };
+        acc.push(StreamEvent::Meta {
+            id: Some("r1".into()),
+            model: None,
+        });
+        acc.push(whole(None, "a"));
+        acc.push(whole(Some("given"), "b"));
+        acc.push(whole(None, "c"));
+        let ids: Vec<_> = acc.finish().tool_calls.into_iter().map(|c| c.id).collect();
+        assert_eq!(ids, ["call_r1_0", "given", "call_r1_2"]);
+    }
+
+    #[test]
+    fn options_merge_into_nested_objects() {
+        let mut body = serde_json::json!({"config": {"temperature": 0.2}, "n": 1});
+        let options = serde_json::json!({"config": {"topK": 3}, "n": 2, "extra": [1]});
+        merge_options(body.as_object_mut().unwrap(), options.as_object().unwrap());
+        assert_eq!(
+            body,
+            serde_json::json!({"config": {"temperature": 0.2, "topK": 3}, "n": 2, "extra": [1]})
+        );
     }
 }

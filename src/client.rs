@@ -15,6 +15,7 @@ use crate::bedrock::BedrockConverse;
 use crate::chat::{ChatRequest, ChatResponse, ChatWire};
 use crate::config::{capture_content_from, env};
 use crate::error::{Error, ErrorCode, Result};
+use crate::gemini::GeminiChat;
 use crate::ids;
 use crate::message::Role;
 use crate::openai::OpenAiChat;
@@ -638,6 +639,7 @@ fn chat_wire(provider: Provider, model: &str) -> Result<&'static dyn ChatWire> {
     match provider {
         Provider::OpenAi => Ok(&OpenAiChat),
         Provider::AmazonBedrock => Ok(&BedrockConverse),
+        Provider::Google => Ok(&GeminiChat),
         Provider::Voyage => Err(Error::new(
             ErrorCode::UnsupportedModel,
             format!("Voyage offers embedding models only: use run_embedding for '{model}'"),

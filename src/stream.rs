@@ -306,7 +306,12 @@ impl<T> StreamCore<T> {
                 )
             })?;
         for ev in decoded {
-            let content = matches!(ev, StreamEvent::Text(_) | StreamEvent::ToolCall { .. });
+            let content = matches!(
+                ev,
+                StreamEvent::Text(_)
+                    | StreamEvent::ToolCall { .. }
+                    | StreamEvent::WholeToolCall { .. }
+            );
             if content && !self.first_chunk_seen {
                 self.first_chunk_seen = true;
                 self.state
@@ -358,7 +363,8 @@ impl<T: Unpin> Stream for StreamCore<T> {
                 },
                 Poll::Ready(Some(Err(error))) => error,
                 Poll::Ready(None) if this.acc.finish_seen() => {
-                    // Some compatible servers end without `[DONE]` after the finish chunk.
+                    // Gemini has no end marker, and some compatible servers skip
+                    // `[DONE]`: a finish reason is what makes the answer complete.
                     this.end(Ending::Complete);
                     continue;
                 }
