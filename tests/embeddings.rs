@@ -15,6 +15,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// A client whose every provider points at the fake server.
 fn client(fake: &FakeProvider) -> Tracia {
+    support::keep_callsite_interest_shared();
     Tracia::builder()
         .without_env()
         .with_api_key(Provider::OpenAi, "sk-test-0123456789abcdefghijklmnop")

@@ -67,8 +67,14 @@ fn base_env(fake: &FakeProvider, otlp: &OtlpReceiver) -> Vec<(&'static str, Stri
 }
 
 /// Runs one model against one fixture and checks the printed answer, the printed ids
-/// and the span at the receiver.
-async fn check(model: &str, fixture: &str, stream: bool, provider_name: &str, answer: &str) {
+/// and the span at the receiver; returns what the provider received.
+async fn check(
+    model: &str,
+    fixture: &str,
+    stream: bool,
+    provider_name: &str,
+    answer: &str,
+) -> Vec<support::RecordedRequest> {
     let fake = FakeProvider::start().await;
     let otlp = OtlpReceiver::start().await;
     fake.enqueue_fixture(fixture);
@@ -100,6 +106,7 @@ async fn check(model: &str, fixture: &str, stream: bool, provider_name: &str, an
     assert_eq!(span.attr_str("gen_ai.provider.name"), Some(provider_name));
     assert!(!span.is_error(), "{model}: {span:?}");
     assert_eq!(fake.pending(), 0, "{model}: the fixture was consumed");
+    fake.requests().await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -110,6 +117,71 @@ async fn quickstart_runs_against_openai_through_the_base_url() {
         false,
         "openai",
         "Why did Opentelemetry break up with Tracing?",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quickstart_runs_against_gemini_through_the_base_url() {
+    let body: serde_json::Value =
+        serde_json::from_slice(&support::fixture_response_body("google/generate-content")).unwrap();
+    let answer = body["candidates"][0]["content"]["parts"][0]["text"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    check(
+        "gemini-2.5-flash",
+        "google/generate-content",
+        false,
+        "gcp.gemini",
+        &answer,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quickstart_runs_against_bedrock_signed_with_sigv4() {
+    let body: serde_json::Value =
+        serde_json::from_slice(&support::fixture_response_body("bedrock/converse")).unwrap();
+    let answer = body["output"]["message"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .trim()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let sent = check(
+        "amazon.titan-text-express-v1",
+        "bedrock/converse",
+        false,
+        "aws.bedrock",
+        &answer,
+    )
+    .await;
+    let auth = sent[0].header("authorization").unwrap_or_default();
+    assert!(
+        auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"),
+        "{auth}"
+    );
+    assert!(auth.contains("/us-east-1/bedrock/aws4_request"), "{auth}");
+    assert_eq!(
+        sent[0].path,
+        "/model/us.amazon.titan-text-express-v1/converse"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quickstart_streams_with_the_stream_flag() {
+    check(
+        "gpt-3.5-turbo",
+        "openai/chat-stream",
+        true,
+        "openai",
+        "In the observability department, Prometheus, Grafana, Jaeger, and Loki were stressed.",
     )
     .await;
 }

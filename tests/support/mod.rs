@@ -33,7 +33,8 @@ pub use fixtures::{
 pub use otlp_receiver::{OtlpReceiver, ReceivedEvent, ReceivedSpan};
 #[allow(unused_imports)]
 pub use sdk::{
-    client, client_with, enqueue_times, install, pipeline, pipeline_with, run_calls, servers,
+    client, client_with, enqueue_times, install, keep_callsite_interest_shared, pipeline,
+    pipeline_with, run_calls, servers,
 };
 #[allow(unused_imports)]
 pub use server::RecordedRequest;

@@ -17,6 +17,7 @@ pub fn client_with(
     openai: &FakeProvider,
     f: impl FnOnce(tracia::TraciaBuilder) -> tracia::TraciaBuilder,
 ) -> Tracia {
+    keep_callsite_interest_shared();
     f(Tracia::builder()
         .without_env()
         .with_api_key(Provider::OpenAi, "sk-test-0123456789abcdefghijklmnop")
@@ -70,7 +71,7 @@ pub fn install(guard: &TelemetryGuard) -> tracing::subscriber::DefaultGuard {
 /// is the only one alive, disables that callsite for every thread, and the other
 /// test's span is never recorded. A second dispatcher alive for the whole process makes
 /// tracing-core ask every live one instead.
-fn keep_callsite_interest_shared() {
+pub fn keep_callsite_interest_shared() {
     static SPARE: OnceLock<tracing::Dispatch> = OnceLock::new();
     SPARE.get_or_init(|| tracing::Dispatch::new(tracing_subscriber::registry()));
 }
