@@ -2,7 +2,7 @@
 //! mapping, and the assembly of streamed deltas (text, tool-call fragments, usage).
 //! Provider modules only translate their wire format to and from these.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
@@ -45,12 +45,17 @@ pub(crate) struct ChatResponse {
 }
 
 impl ChatResponse {
-    /// Tracia's finish reason: tool calls win, then the provider's reason.
+    /// Tracia's finish reason: tool calls win, then the provider's reason. A tool reason
+    /// with no call left is a stop: the call was the answer itself (structured output
+    /// through a forced tool).
     pub fn finish(&self) -> FinishReason {
         if !self.tool_calls.is_empty() {
             return FinishReason::ToolCalls;
         }
-        normalize_finish_reason(self.finish_reason.as_deref())
+        match normalize_finish_reason(self.finish_reason.as_deref()) {
+            FinishReason::ToolCalls => FinishReason::Stop,
+            other => other,
+        }
     }
 }
 
@@ -90,6 +95,9 @@ pub(crate) enum StreamEvent {
         name: Option<String>,
         arguments: String,
     },
+    /// Tool call `index` is the answer itself (structured output through a forced tool):
+    /// its argument fragments are answer text, not a call.
+    AnswerCall(usize),
     /// The provider's finish reason.
     Finish(String),
     /// Usage so far (later events replace earlier ones, field by field).
@@ -112,12 +120,19 @@ struct PartialCall {
 pub(crate) struct StreamAccumulator {
     response: ChatResponse,
     calls: BTreeMap<usize, PartialCall>,
+    answer_calls: BTreeSet<usize>,
     pub done: bool,
 }
 
 impl StreamAccumulator {
     /// Folds one event in; returns the text to hand to the caller, if any.
     pub fn push(&mut self, event: StreamEvent) -> Option<String> {
+        let event = match event {
+            StreamEvent::ToolCall {
+                index, arguments, ..
+            } if self.answer_calls.contains(&index) => StreamEvent::Text(arguments),
+            other => other,
+        };
         let r = &mut self.response;
         match event {
             StreamEvent::Meta { id, model } => {
@@ -129,6 +144,9 @@ impl StreamAccumulator {
                 return Some(text);
             }
             StreamEvent::Text(_) => {}
+            StreamEvent::AnswerCall(index) => {
+                self.answer_calls.insert(index);
+            }
             StreamEvent::Reasoning(text) => r.reasoning.push_str(&text),
             StreamEvent::ToolCall {
                 index,
@@ -256,5 +274,24 @@ mod tests {
         );
         assert_eq!(calls[1].arguments, serde_json::json!({"a": 1}));
         assert_eq!(calls[2].arguments, serde_json::json!({}));
+    }
+
+    #[test]
+    fn an_answer_call_streams_as_text_and_finishes_as_stop() {
+        let mut acc = StreamAccumulator::default();
+        let frag = |index, args: &str| StreamEvent::ToolCall {
+            index,
+            id: None,
+            name: None,
+            arguments: args.into(),
+        };
+        acc.push(StreamEvent::AnswerCall(1));
+        assert_eq!(acc.push(frag(1, "{\"a\": ")), Some("{\"a\": ".into()));
+        assert_eq!(acc.push(frag(1, "1}")), Some("1}".into()));
+        acc.push(StreamEvent::Finish("tool_use".into()));
+        let response = acc.finish();
+        assert_eq!(response.text, "{\"a\": 1}");
+        assert!(response.tool_calls.is_empty());
+        assert_eq!(response.finish(), FinishReason::Stop);
     }
 }

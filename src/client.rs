@@ -10,6 +10,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use secrecy::{ExposeSecret, SecretString};
 use tracing::Instrument;
 
+use crate::anthropic::AnthropicMessages;
 use crate::chat::{ChatRequest, ChatResponse, ChatWire};
 use crate::config::{capture_content_from, env};
 use crate::error::{Error, ErrorCode, Result};
@@ -500,6 +501,7 @@ impl Tracia {
 fn chat_wire(provider: Provider, model: &str) -> Result<&'static dyn ChatWire> {
     match provider {
         Provider::OpenAi => Ok(&OpenAiChat),
+        Provider::Anthropic => Ok(&AnthropicMessages),
         Provider::Voyage => Err(Error::new(
             ErrorCode::UnsupportedModel,
             format!("Voyage offers embedding models only: use run_embedding for '{model}'"),

@@ -62,6 +62,7 @@
 //! (as [`telemetry`] sets up).
 #![deny(missing_docs)]
 
+mod anthropic;
 mod chat;
 mod client;
 mod config;

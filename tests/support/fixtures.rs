@@ -1,5 +1,6 @@
 //! Access to the recorded provider exchanges in `shared/fixtures/providers`
-//! (see the README there). Names are `PROVIDER/NAME`, e.g. `openai/chat-1`.
+//! (see the README there). Names are `PROVIDER/NAME`, e.g. `openai/chat-1`, or
+//! `local:PROVIDER/NAME` for this crate's own fixtures in `tests/fixtures/providers`.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,23 @@ pub fn fixtures_dir() -> PathBuf {
         env!("CARGO_MANIFEST_DIR"),
         "/../shared/fixtures/providers"
     ))
+}
+
+/// This crate's own fixtures, for cases no recording covers (each provider directory's
+/// README says where the format comes from). Names starting with `local:` load from here.
+pub fn local_fixtures_dir() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/providers"
+    ))
+}
+
+/// The path of fixture `name` without its extension.
+fn fixture_stem(name: &str) -> PathBuf {
+    match name.strip_prefix("local:") {
+        Some(local) => local_fixtures_dir().join(local),
+        None => fixtures_dir().join(name),
+    }
 }
 
 /// One recorded exchange.
@@ -43,13 +61,18 @@ impl Fixture {
     }
 }
 
-/// Loads `NAME.request.json`, `NAME.response.body` and `NAME.response.meta.json`.
+/// Loads `NAME.request.json`, `NAME.response.body` and `NAME.response.meta.json`
+/// (`local:NAME` from [`local_fixtures_dir`]).
 /// Panics with the offending path: a missing fixture is a broken test.
 pub fn load_fixture(name: &str) -> Fixture {
-    let base = fixtures_dir();
-    let request = read_json(&base.join(format!("{name}.request.json")));
-    let meta = read_json(&base.join(format!("{name}.response.meta.json")));
-    let body_path = base.join(format!("{name}.response.body"));
+    let file = |suffix: &str| {
+        let mut path = fixture_stem(name).into_os_string();
+        path.push(suffix);
+        PathBuf::from(path)
+    };
+    let request = read_json(&file(".request.json"));
+    let meta = read_json(&file(".response.meta.json"));
+    let body_path = file(".response.body");
     let response_body = std::fs::read(&body_path)
         .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", body_path.display()));
 

@@ -58,7 +58,41 @@ pub fn pipeline_with(
 /// Installs the guard's layer as this thread's subscriber until the returned guard drops.
 pub fn install(guard: &TelemetryGuard) -> tracing::subscriber::DefaultGuard {
     use tracing_subscriber::layer::SubscriberExt;
+    static UNDECIDED: std::sync::Once = std::sync::Once::new();
+    UNDECIDED.call_once(|| {
+        tracing::subscriber::set_global_default(Undecided).expect("no global subscriber yet");
+    });
     tracing::subscriber::set_default(tracing_subscriber::registry().with(guard.layer()))
+}
+
+/// The process-wide fallback while tests install per-thread subscribers concurrently.
+///
+/// tracing caches one interest per callsite for the whole process. A callsite first hit
+/// on a thread without a subscriber, while at most one per-thread subscriber is
+/// registered, is cached as "never", and then even the thread whose subscriber wants
+/// the span gets none (an LLM call's span went missing under load). Answering
+/// "sometimes" keeps that cache undecided, so each span asks its own thread's
+/// subscriber; this one enables nothing.
+struct Undecided;
+
+impl tracing::Subscriber for Undecided {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 /// A fake provider, an OTLP receiver and a fake Tracia API accepting `key`.
