@@ -2,7 +2,7 @@
 //! mapping, and the assembly of streamed deltas (text, tool-call fragments, usage).
 //! Provider modules only translate their wire format to and from these.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
@@ -48,12 +48,17 @@ pub(crate) struct ChatResponse {
 }
 
 impl ChatResponse {
-    /// Tracia's finish reason: tool calls win, then the provider's reason.
+    /// Tracia's finish reason: tool calls win, then the provider's reason. A tool reason
+    /// with no call left is a stop: the call was the answer itself (structured output
+    /// through a forced tool).
     pub fn finish(&self) -> FinishReason {
         if !self.tool_calls.is_empty() {
             return FinishReason::ToolCalls;
         }
-        normalize_finish_reason(self.finish_reason.as_deref())
+        match normalize_finish_reason(self.finish_reason.as_deref()) {
+            FinishReason::ToolCalls => FinishReason::Stop,
+            other => other,
+        }
     }
 }
 
@@ -100,6 +105,9 @@ pub(crate) enum StreamEvent {
         name: String,
         arguments: String,
     },
+    /// Tool call `index` is the answer itself (structured output through a forced tool):
+    /// its argument fragments are answer text, not a call.
+    AnswerCall(usize),
     /// The provider's finish reason.
     Finish(String),
     /// Usage so far (later events replace earlier ones, field by field).
@@ -124,12 +132,25 @@ struct PartialCall {
 pub(crate) struct StreamAccumulator {
     response: ChatResponse,
     calls: BTreeMap<usize, PartialCall>,
+    answer_calls: BTreeSet<usize>,
     pub done: bool,
 }
 
 impl StreamAccumulator {
+    /// What an event means given the calls seen so far: the fragments of an answer
+    /// call (see [`StreamEvent::AnswerCall`]) are answer text.
+    pub fn resolve(&self, event: StreamEvent) -> StreamEvent {
+        match event {
+            StreamEvent::ToolCall {
+                index, arguments, ..
+            } if self.answer_calls.contains(&index) => StreamEvent::Text(arguments),
+            other => other,
+        }
+    }
+
     /// Folds one event in.
     pub fn push(&mut self, event: StreamEvent) {
+        let event = self.resolve(event);
         let r = &mut self.response;
         match event {
             StreamEvent::Meta { id, model } => {
@@ -137,6 +158,9 @@ impl StreamAccumulator {
                 r.model = r.model.take().or(model);
             }
             StreamEvent::Text(text) => r.text.push_str(&text),
+            StreamEvent::AnswerCall(index) => {
+                self.answer_calls.insert(index);
+            }
             StreamEvent::Reasoning(text) => r.reasoning.push_str(&text),
             StreamEvent::ToolCall {
                 index,
@@ -339,32 +363,22 @@ mod tests {
     }
 
     #[test]
-    fn whole_tool_calls_take_the_next_index_and_get_ids_when_missing() {
+    fn an_answer_call_streams_as_text_and_finishes_as_stop() {
         let mut acc = StreamAccumulator::default();
-        let whole = |id: Option<&str>, name: &str| StreamEvent::WholeToolCall {
-            id: id.map(String::from),
-            name: name.into(),
-            arguments: "{}".into(),
+        let frag = |index, args: &str| StreamEvent::ToolCall {
+            index,
+            id: None,
+            name: None,
+            arguments: args.into(),
         };
-        acc.push(StreamEvent::Meta {
-            id: Some("r1".into()),
-            model: None,
-        });
-        acc.push(whole(None, "a"));
-        acc.push(whole(Some("given"), "b"));
-        acc.push(whole(None, "c"));
-        let ids: Vec<_> = acc.finish().tool_calls.into_iter().map(|c| c.id).collect();
-        assert_eq!(ids, ["call_r1_0", "given", "call_r1_2"]);
-    }
-
-    #[test]
-    fn options_merge_into_nested_objects() {
-        let mut body = serde_json::json!({"config": {"temperature": 0.2}, "n": 1});
-        let options = serde_json::json!({"config": {"topK": 3}, "n": 2, "extra": [1]});
-        merge_options(body.as_object_mut().unwrap(), options.as_object().unwrap());
-        assert_eq!(
-            body,
-            serde_json::json!({"config": {"temperature": 0.2, "topK": 3}, "n": 2, "extra": [1]})
-        );
+        acc.push(StreamEvent::AnswerCall(1));
+        assert_eq!(acc.resolve(frag(1, "1}")), StreamEvent::Text("1}".into()));
+        acc.push(frag(1, "{\"a\": "));
+        acc.push(frag(1, "1}"));
+        acc.push(StreamEvent::Finish("tool_use".into()));
+        let response = acc.finish();
+        assert_eq!(response.text, "{\"a\": 1}");
+        assert!(response.tool_calls.is_empty());
+        assert_eq!(response.finish(), FinishReason::Stop);
     }
 }

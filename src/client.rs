@@ -10,6 +10,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use secrecy::{ExposeSecret, SecretString};
 use tracing::Instrument;
 
+use crate::anthropic::AnthropicMessages;
 use crate::aws::{self, AwsCredentials};
 use crate::bedrock::BedrockConverse;
 use crate::chat::{ChatRequest, ChatResponse, ChatWire};
@@ -640,15 +641,10 @@ fn chat_wire(provider: Provider, model: &str) -> Result<&'static dyn ChatWire> {
         Provider::OpenAi => Ok(&OpenAiChat),
         Provider::AmazonBedrock => Ok(&BedrockConverse),
         Provider::Google => Ok(&GeminiChat),
+        Provider::Anthropic => Ok(&AnthropicMessages),
         Provider::Voyage => Err(Error::new(
             ErrorCode::UnsupportedModel,
             format!("Voyage offers embedding models only: use run_embedding for '{model}'"),
-        )),
-        other => Err(Error::new(
-            ErrorCode::UnsupportedModel,
-            format!(
-                "Provider '{other}' (model '{model}') is not supported by this version of tracia yet"
-            ),
         )),
     }
 }

@@ -71,6 +71,7 @@
 //! (as [`telemetry`] sets up).
 #![deny(missing_docs)]
 
+mod anthropic;
 mod aws;
 mod bedrock;
 mod chat;

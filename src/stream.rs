@@ -306,6 +306,7 @@ impl<T> StreamCore<T> {
                 )
             })?;
         for ev in decoded {
+            let ev = self.acc.resolve(ev);
             let content = matches!(
                 ev,
                 StreamEvent::Text(_)

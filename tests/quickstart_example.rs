@@ -185,3 +185,26 @@ async fn quickstart_streams_with_the_stream_flag() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quickstart_runs_against_anthropic_through_the_base_url() {
+    let body: serde_json::Value =
+        serde_json::from_slice(&support::fixture_response_body("anthropic/messages")).unwrap();
+    let answer = body["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let sent = check(
+        "claude-3-haiku-20240307",
+        "anthropic/messages",
+        false,
+        "anthropic",
+        &answer,
+    )
+    .await;
+    assert_eq!(sent[0].path, "/v1/messages");
+    assert_eq!(sent[0].header("x-api-key"), Some("sk-ant-test-0123456789"));
+}

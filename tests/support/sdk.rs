@@ -1,6 +1,5 @@
 //! Building the SDK under test against the fake servers.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use tracia::{Provider, TelemetryGuard, Tracia};
@@ -40,6 +39,7 @@ pub fn pipeline_with(
     tracia: Option<(&FakeTracia, &str)>,
     f: impl FnOnce(tracia::TelemetryBuilder) -> tracia::TelemetryBuilder,
 ) -> TelemetryGuard {
+    keep_callsite_interest_shared();
     let mut b = tracia::telemetry::builder()
         .with_service_name("tracia-tests")
         .with_scheduled_delay(Duration::from_millis(50))
@@ -64,16 +64,43 @@ pub fn install(guard: &TelemetryGuard) -> tracing::subscriber::DefaultGuard {
     tracing::subscriber::set_default(tracing_subscriber::registry().with(guard.layer()))
 }
 
-/// tracing-core caches whether each span callsite is enabled. While at most one
-/// dispatcher is alive, it asks only the default of the thread that first hits the
-/// callsite (`Dispatchers::rebuilder`, tracing-core 0.1.36). So a test without a
-/// subscriber that reaches `chat` first, while another test's thread-local subscriber
-/// is the only one alive, disables that callsite for every thread, and the other
-/// test's span is never recorded. A second dispatcher alive for the whole process makes
-/// tracing-core ask every live one instead.
+/// Installs [`Undecided`] as the global subscriber, once per test process. Every client
+/// and pipeline helper calls it, so it is in place before any test's first span.
 pub fn keep_callsite_interest_shared() {
-    static SPARE: OnceLock<tracing::Dispatch> = OnceLock::new();
-    SPARE.get_or_init(|| tracing::Dispatch::new(tracing_subscriber::registry()));
+    static UNDECIDED: std::sync::Once = std::sync::Once::new();
+    UNDECIDED.call_once(|| {
+        tracing::subscriber::set_global_default(Undecided).expect("no global subscriber yet");
+    });
+}
+
+/// The process-wide fallback while tests install per-thread subscribers concurrently.
+///
+/// tracing caches one interest per callsite for the whole process. A callsite first hit
+/// on a thread without a subscriber, while at most one per-thread subscriber is
+/// registered, is cached as "never", and then even the thread whose subscriber wants
+/// the span gets none (an LLM call's span went missing under load). Answering
+/// "sometimes" keeps that cache undecided, so each span asks its own thread's
+/// subscriber; this one enables nothing.
+struct Undecided;
+
+impl tracing::Subscriber for Undecided {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 /// A fake provider, an OTLP receiver and a fake Tracia API accepting `key`.
