@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::chat::{ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamEvent};
+use crate::chat::{self, ANSWER_TOOL, ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamEvent};
 use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice};
 use crate::usage::Usage;
 
@@ -17,12 +17,6 @@ const API_VERSION: &str = "2023-06-01";
 /// Anthropic requires `max_tokens`; 4096 is the largest value every Claude model accepts
 /// (the Claude 3 models cap their output there).
 const DEFAULT_MAX_TOKENS: u32 = 4096;
-
-/// The tool a JSON response format is answered through. The Messages API has no JSON
-/// mode that every model supports, so, as Anthropic's tool-use guide documents for JSON
-/// output, the schema becomes a tool the model is made to call, and the call's input is
-/// the answer. Decoding turns this tool's calls back into answer text.
-const ANSWER_TOOL: &str = "tracia_json_response";
 
 impl ErrorBody for AnthropicMessages {}
 
@@ -69,7 +63,7 @@ impl ChatWire for AnthropicMessages {
         if !r.stop_sequences.is_empty() {
             body.insert("stop_sequences".into(), r.stop_sequences.into());
         }
-        let answer = r.response_format.and_then(answer_tool);
+        let answer = answer_tool(r.response_format);
         let mut tools: Vec<Value> = r
             .tools
             .iter()
@@ -112,8 +106,9 @@ impl ChatWire for AnthropicMessages {
             match block {
                 WireBlock::Text { text } => response.text.push_str(&text),
                 WireBlock::Thinking { thinking } => response.reasoning.push_str(&thinking),
+                // The answer itself: any text the model wrote before it is preamble.
                 WireBlock::ToolUse { name, input, .. } if name == ANSWER_TOOL => {
-                    response.text.push_str(&input.to_string());
+                    response.text = input.to_string();
                 }
                 WireBlock::ToolUse { id, name, input } => {
                     // As for streamed arguments (`parse_arguments`): a non-object is `{}`.
@@ -273,29 +268,10 @@ fn tool(name: &str, description: Option<&str>, schema: &Value) -> Value {
     tool
 }
 
-/// The answer tool of a JSON response format (see [`ANSWER_TOOL`]); `None` for a
-/// custom format, which is sent as is.
-fn answer_tool(format: &ResponseFormat) -> Option<Value> {
-    let (schema, name, description) = match format {
-        // Any JSON object, like OpenAI's `json_object`.
-        ResponseFormat::Json => (&json!({"type": "object"}), None, None),
-        ResponseFormat::JsonSchema {
-            schema,
-            name,
-            description,
-        } => (schema, name.as_deref(), description.as_deref()),
-        ResponseFormat::Custom(_) => return None,
-    };
-    let mut about = String::from("Give your answer by calling this tool: its input is the answer");
-    if let Some(name) = name {
-        about.push_str(&format!(" ({name})"));
-    }
-    about.push('.');
-    if let Some(d) = description {
-        about.push(' ');
-        about.push_str(d);
-    }
-    Some(tool(ANSWER_TOOL, Some(&about), schema))
+/// The answer tool of a JSON response format, in Anthropic's tool shape.
+fn answer_tool(format: Option<&ResponseFormat>) -> Option<Value> {
+    let (about, schema) = chat::answer_tool(format)?;
+    Some(tool(ANSWER_TOOL, Some(&about), &schema))
 }
 
 /// Anthropic's `tool_choice`. With an answer tool the model must call a tool: the one the

@@ -21,7 +21,9 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::chat::{ChatRequest, ChatResponse, ChatWire, ErrorBody, Framing, StreamEvent};
+use crate::chat::{
+    self, ANSWER_TOOL, ChatRequest, ChatResponse, ChatWire, ErrorBody, Framing, StreamEvent,
+};
 use crate::embedding::{EmbedRequest, EmbedResponse, EmbedWire, InputType, vector_from};
 use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice};
 use crate::usage::Usage;
@@ -29,9 +31,6 @@ use crate::usage::Usage;
 /// Bedrock Converse.
 #[derive(Debug, Default)]
 pub(crate) struct BedrockConverse;
-
-/// The tool a structured answer is given through.
-const RESPONSE_TOOL: &str = "json_response";
 
 /// The id of the guardrail that assessed the call (semconv `aws-bedrock.md`).
 const GUARDRAIL_ID: &str = "aws.bedrock.guardrail.id";
@@ -141,24 +140,13 @@ fn tool_config(r: &ChatRequest<'_>) -> Option<Value> {
         Some(ToolChoice::Tool(name)) => Some(json!({"tool": {"name": name}})),
         Some(ToolChoice::None) | None => None,
     };
-    let answer = match r.response_format {
-        Some(ResponseFormat::Json) => Some((json!({"type": "object"}), None)),
-        Some(ResponseFormat::JsonSchema {
-            schema,
-            description,
-            ..
-        }) => Some((schema.clone(), description.as_deref())),
-        Some(ResponseFormat::Custom(_)) | None => None,
-    };
-    if let Some((schema, description)) = answer {
+    if let Some((description, schema)) = chat::answer_tool(r.response_format) {
         choice = Some(if tools.is_empty() {
-            json!({"tool": {"name": RESPONSE_TOOL}})
+            json!({"tool": {"name": ANSWER_TOOL}})
         } else {
             json!({"any": {}})
         });
-        let description =
-            description.unwrap_or("Give the final answer as JSON matching this input schema.");
-        tools.push(tool_spec(RESPONSE_TOOL, Some(description), &schema));
+        tools.push(tool_spec(ANSWER_TOOL, Some(&description), &schema));
     }
     if tools.is_empty() {
         return None;
@@ -168,24 +156,6 @@ fn tool_config(r: &ChatRequest<'_>) -> Option<Value> {
         config["toolChoice"] = choice;
     }
     Some(config)
-}
-
-/// A call of [`RESPONSE_TOOL`] is the structured answer: its input becomes the text,
-/// and the turn ended (rather than stopped for a tool call).
-fn answer_from_response_tool(mut response: ChatResponse) -> ChatResponse {
-    let Some(pos) = response
-        .tool_calls
-        .iter()
-        .position(|c| c.name == RESPONSE_TOOL)
-    else {
-        return response;
-    };
-    let call = response.tool_calls.remove(pos);
-    response.text = call.arguments.to_string();
-    if response.tool_calls.is_empty() && response.finish_reason.as_deref() == Some("tool_use") {
-        response.finish_reason = Some("end_turn".into());
-    }
-    response
 }
 
 impl ErrorBody for BedrockConverse {}
@@ -268,14 +238,21 @@ impl ChatWire for BedrockConverse {
             if let Some(text) = block.text {
                 response.text.push_str(&text);
             }
-            if let Some(call) = block.tool_use {
-                let arguments = match call.input {
-                    v @ Value::Object(_) => v,
-                    _ => Value::Object(Map::new()),
-                };
-                response
-                    .tool_calls
-                    .push(ToolCall::new(call.tool_use_id, call.name, arguments));
+            match block.tool_use {
+                // The answer itself: any text the model wrote before it is preamble.
+                Some(call) if call.name == ANSWER_TOOL => {
+                    response.text = call.input.to_string();
+                }
+                Some(call) => {
+                    let arguments = match call.input {
+                        v @ Value::Object(_) => v,
+                        _ => Value::Object(Map::new()),
+                    };
+                    response
+                        .tool_calls
+                        .push(ToolCall::new(call.tool_use_id, call.name, arguments));
+                }
+                None => {}
             }
             if let Some(text) = block
                 .reasoning_content
@@ -285,7 +262,7 @@ impl ChatWire for BedrockConverse {
                 response.reasoning.push_str(&text);
             }
         }
-        Ok(answer_from_response_tool(response))
+        Ok(response)
     }
 
     fn decode_event(&self, event: &str, data: &str) -> Result<Vec<StreamEvent>, String> {
@@ -295,7 +272,10 @@ impl ChatWire for BedrockConverse {
         let mut events = Vec::new();
         match event {
             "contentBlockStart" => {
-                if let Some(start) = wire.start.and_then(|s| s.tool_use) {
+                let start = wire.start.and_then(|s| s.tool_use);
+                if start.as_ref().is_some_and(|s| s.name == ANSWER_TOOL) {
+                    events.push(StreamEvent::AnswerCall(index));
+                } else if let Some(start) = start {
                     events.push(StreamEvent::ToolCall {
                         index,
                         id: Some(start.tool_use_id),
@@ -339,10 +319,6 @@ impl ChatWire for BedrockConverse {
 
     fn framing(&self) -> Framing {
         Framing::AwsEventStream
-    }
-
-    fn assembled(&self, response: ChatResponse) -> ChatResponse {
-        answer_from_response_tool(response)
     }
 }
 
@@ -660,9 +636,9 @@ mod tests {
         assert_eq!(
             BedrockConverse.encode(&r)["toolConfig"],
             json!({
-                "tools": [{"toolSpec": {"name": RESPONSE_TOOL, "description": "A joke",
+                "tools": [{"toolSpec": {"name": ANSWER_TOOL, "description": "Give your answer by calling this tool: its input is the answer. A joke",
                     "inputSchema": {"json": {"type": "object", "required": ["joke"]}}}}],
-                "toolChoice": {"tool": {"name": RESPONSE_TOOL}}
+                "toolChoice": {"tool": {"name": ANSWER_TOOL}}
             })
         );
         r.tools = &tools;
@@ -675,7 +651,7 @@ mod tests {
         let answer = json!({
             "output": {"message": {"role": "assistant", "content": [
                 {"text": "Here it is."},
-                {"toolUse": {"toolUseId": "x", "name": RESPONSE_TOOL, "input": {"joke": "Knock knock"}}}
+                {"toolUse": {"toolUseId": "x", "name": ANSWER_TOOL, "input": {"joke": "Knock knock"}}}
             ]}},
             "stopReason": "tool_use",
             "usage": {"inputTokens": 1, "outputTokens": 2, "totalTokens": 3}

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::message::{Message, ResponseFormat, ToolCall, ToolChoice, ToolDefinition};
 use crate::run::FinishReason;
@@ -79,6 +79,37 @@ pub(crate) fn parse_arguments(raw: &str) -> Value {
     }
 }
 
+/// Structured output for providers without a JSON mode that every model supports
+/// (Anthropic, Bedrock): the format's schema becomes this tool, the model is made to
+/// call it, and the call's input is the answer text (streamed through
+/// [`StreamEvent::AnswerCall`]).
+pub(crate) const ANSWER_TOOL: &str = "tracia_json_response";
+
+/// The answer tool's description and input schema for a JSON response format; `None`
+/// without one, or for a custom format (which providers send as is).
+pub(crate) fn answer_tool(format: Option<&ResponseFormat>) -> Option<(String, Value)> {
+    let (schema, name, description) = match format? {
+        // Any JSON object, like OpenAI's `json_object`.
+        ResponseFormat::Json => (json!({"type": "object"}), None, None),
+        ResponseFormat::JsonSchema {
+            schema,
+            name,
+            description,
+        } => (schema.clone(), name.as_deref(), description.as_deref()),
+        ResponseFormat::Custom(_) => return None,
+    };
+    let mut about = String::from("Give your answer by calling this tool: its input is the answer");
+    if let Some(name) = name {
+        about.push_str(&format!(" ({name})"));
+    }
+    about.push('.');
+    if let Some(d) = description {
+        about.push(' ');
+        about.push_str(d);
+    }
+    Some((about, schema))
+}
+
 /// One decoded piece of a provider stream.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum StreamEvent {
@@ -133,6 +164,8 @@ pub(crate) struct StreamAccumulator {
     response: ChatResponse,
     calls: BTreeMap<usize, PartialCall>,
     answer_calls: BTreeSet<usize>,
+    /// The input of the answer calls: the whole answer, whatever text came before it.
+    answer: Option<String>,
     pub done: bool,
 }
 
@@ -150,9 +183,13 @@ impl StreamAccumulator {
 
     /// Folds one event in.
     pub fn push(&mut self, event: StreamEvent) {
-        let event = self.resolve(event);
         let r = &mut self.response;
         match event {
+            StreamEvent::ToolCall {
+                index, arguments, ..
+            } if self.answer_calls.contains(&index) => {
+                self.answer.get_or_insert_default().push_str(&arguments);
+            }
             StreamEvent::Meta { id, model } => {
                 r.id = r.id.take().or(id);
                 r.model = r.model.take().or(model);
@@ -209,6 +246,9 @@ impl StreamAccumulator {
     /// The assembled response, tool-call arguments parsed. A call that came without an
     /// id gets one, since a tool message can only answer a call by its id.
     pub fn finish(mut self) -> ChatResponse {
+        if let Some(answer) = self.answer {
+            self.response.text = answer;
+        }
         let response_id = self.response.id.as_deref();
         self.response.tool_calls = self
             .calls
@@ -310,11 +350,6 @@ pub(crate) trait ChatWire: ErrorBody {
     fn framing(&self) -> Framing {
         Framing::Sse
     }
-    /// The last touch on a response assembled from a stream, for what only the whole
-    /// answer shows (e.g. a structured-output tool call that is really the answer).
-    fn assembled(&self, response: ChatResponse) -> ChatResponse {
-        response
-    }
 }
 
 #[cfg(test)]
@@ -371,13 +406,17 @@ mod tests {
             name: None,
             arguments: args.into(),
         };
+        acc.push(StreamEvent::Text("Here it is: ".into()));
         acc.push(StreamEvent::AnswerCall(1));
         assert_eq!(acc.resolve(frag(1, "1}")), StreamEvent::Text("1}".into()));
         acc.push(frag(1, "{\"a\": "));
         acc.push(frag(1, "1}"));
         acc.push(StreamEvent::Finish("tool_use".into()));
         let response = acc.finish();
-        assert_eq!(response.text, "{\"a\": 1}");
+        assert_eq!(
+            response.text, "{\"a\": 1}",
+            "the preamble is not the answer"
+        );
         assert!(response.tool_calls.is_empty());
         assert_eq!(response.finish(), FinishReason::Stop);
     }

@@ -260,10 +260,7 @@ impl<T> StreamCore<T> {
         if std::mem::replace(&mut self.ended, true) {
             return;
         }
-        let response = self
-            .state
-            .wire
-            .assembled(std::mem::take(&mut self.acc).finish());
+        let response = std::mem::take(&mut self.acc).finish();
         let outcome = match ending {
             Ending::Complete => {
                 let cost = self.state.record(&response, false);

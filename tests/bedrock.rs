@@ -724,7 +724,7 @@ async fn structured_output_is_a_forced_tool_whose_input_is_the_streamed_answer()
         event("messageStart", r#"{"role":"assistant"}"#),
         event(
             "contentBlockStart",
-            r#"{"contentBlockIndex":0,"start":{"toolUse":{"name":"json_response","toolUseId":"tooluse_1"}}}"#,
+            r#"{"contentBlockIndex":0,"start":{"toolUse":{"name":"tracia_json_response","toolUseId":"tooluse_1"}}}"#,
         ),
         event(
             "contentBlockDelta",
@@ -768,7 +768,7 @@ async fn structured_output_is_a_forced_tool_whose_input_is_the_streamed_answer()
     let sent = &fake.requests().await[0].body;
     assert_eq!(
         sent["toolConfig"]["toolChoice"],
-        json!({"tool": {"name": "json_response"}})
+        json!({"tool": {"name": "tracia_json_response"}})
     );
     assert_eq!(
         sent["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"],
