@@ -319,3 +319,29 @@ async fn provider_error_is_typed_and_an_error_span() {
     assert!(spans[0].is_error());
     assert_eq!(spans[0].attr_str("error.type"), Some("429"));
 }
+
+#[tokio::test]
+async fn every_openai_embeddings_recording_decodes() {
+    let fake = FakeProvider::start().await;
+    let tracia = client(&fake);
+    for n in 1..=4 {
+        let name = format!("openai/embeddings-{n}");
+        fake.enqueue_fixture(&name);
+        let recorded: Value = serde_json::from_slice(&load_fixture(&name).response_body).unwrap();
+        let result = tracia
+            .run_embedding(
+                RunEmbedding::new("text-embedding-ada-002")
+                    .input("Tell me a joke about opentelemetry"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(result.embeddings[0].values.len(), 1536, "{name}");
+        assert_eq!(result.usage.input_tokens, 8, "{name}");
+        assert_eq!(
+            result.response_model.as_deref(),
+            recorded["model"].as_str(),
+            "{name}"
+        );
+    }
+    assert_eq!(fake.pending(), 0);
+}
