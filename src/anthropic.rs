@@ -49,11 +49,11 @@ impl ChatWire for AnthropicMessages {
             "max_tokens".into(),
             r.max_output_tokens.unwrap_or(DEFAULT_MAX_TOKENS).into(),
         );
-        let system = system_blocks(r.messages);
+        let (system, messages) = encode_messages(r.messages);
         if !system.is_empty() {
             body.insert("system".into(), Value::Array(system));
         }
-        body.insert("messages".into(), encode_messages(r.messages));
+        body.insert("messages".into(), Value::Array(messages));
         if let Some(t) = r.temperature {
             body.insert("temperature".into(), t.into());
         }
@@ -111,11 +111,7 @@ impl ChatWire for AnthropicMessages {
                     response.text = input.to_string();
                 }
                 WireBlock::ToolUse { id, name, input } => {
-                    // As for streamed arguments (`parse_arguments`): a non-object is `{}`.
-                    let arguments = match input {
-                        Value::Object(_) => input,
-                        _ => Value::Object(Map::new()),
-                    };
+                    let arguments = chat::object_arguments(input);
                     response.tool_calls.push(ToolCall::new(id, name, arguments));
                 }
                 WireBlock::Other => {}
@@ -184,72 +180,52 @@ impl ChatWire for AnthropicMessages {
     }
 }
 
-/// System and developer messages, hoisted into the top-level `system` as text blocks
-/// in their order (Anthropic has no system role inside `messages`).
-fn system_blocks(messages: &[Message]) -> Vec<Value> {
-    messages
-        .iter()
-        .filter(|m| matches!(m.role, Role::System | Role::Developer))
-        .flat_map(|m| m.content.text_parts())
-        .filter(|t| !t.is_empty())
-        .map(text_block)
-        .collect()
-}
-
-/// The conversation without system messages. Tool answers become `tool_result` blocks
-/// of a user message; consecutive ones share one, since Anthropic wants every result of
-/// an assistant turn in the single user message that follows it.
-fn encode_messages(messages: &[Message]) -> Value {
-    let mut out = Vec::new();
-    let mut results = Vec::new();
-    let conversation = messages
-        .iter()
-        .filter(|m| !matches!(m.role, Role::System | Role::Developer));
-    for message in conversation {
-        if message.role == Role::Tool {
-            results.push(json!({
+/// `(system, messages)` in Messages API form. Tool answers become `tool_result` blocks
+/// of the user turn that follows the calls; a turn of one text is a plain string.
+fn encode_messages(messages: &[Message]) -> (Vec<Value>, Vec<Value>) {
+    let (system, turns) = chat::hoist_and_alternate(messages, |message| match message.role {
+        Role::Tool => (
+            "user",
+            vec![json!({
                 "type": "tool_result",
                 "tool_use_id": message.tool_call_id.as_deref().unwrap_or_default(),
                 "content": message.content.text(),
-            }));
-            continue;
-        }
-        flush_results(&mut out, &mut results);
-        let assistant = message.role == Role::Assistant;
-        out.push(json!({
-            "role": if assistant { "assistant" } else { "user" },
-            "content": content(message, assistant),
-        }));
-    }
-    flush_results(&mut out, &mut results);
-    Value::Array(out)
+            })],
+        ),
+        Role::Assistant => ("assistant", blocks(message, true)),
+        _ => ("user", blocks(message, false)),
+    });
+    let messages = turns
+        .into_iter()
+        .map(|(role, blocks)| {
+            let content = match blocks.as_slice() {
+                [one] if one["type"] == "text" => one["text"].clone(),
+                _ => Value::Array(blocks),
+            };
+            json!({"role": role, "content": content})
+        })
+        .collect();
+    (system.into_iter().map(text_block).collect(), messages)
 }
 
-fn flush_results(out: &mut Vec<Value>, results: &mut Vec<Value>) {
-    if !results.is_empty() {
-        out.push(json!({"role": "user", "content": std::mem::take(results)}));
-    }
-}
-
-/// A message's content: a plain string when it is one text, else blocks (empty texts
-/// dropped, as Anthropic rejects them), with the assistant's tool calls as `tool_use`.
-fn content(message: &Message, with_calls: bool) -> Value {
-    let texts = message.content.text_parts();
-    let calls: Vec<Value> = if with_calls {
-        message.content.tool_calls().map(tool_use).collect()
-    } else {
-        Vec::new()
-    };
-    if calls.is_empty() && texts.len() <= 1 {
-        return texts.first().copied().unwrap_or_default().into();
-    }
-    let blocks = texts
+/// A message's text blocks (empty ones dropped, as Anthropic rejects them, but an empty
+/// message stays visible, as `""`, for Anthropic to name), then the assistant's tool
+/// calls as `tool_use`.
+fn blocks(message: &Message, with_calls: bool) -> Vec<Value> {
+    let mut blocks: Vec<Value> = message
+        .content
+        .text_parts()
         .into_iter()
         .filter(|t| !t.is_empty())
         .map(text_block)
-        .chain(calls)
         .collect();
-    Value::Array(blocks)
+    if with_calls {
+        blocks.extend(message.content.tool_calls().map(tool_use));
+    }
+    if blocks.is_empty() {
+        blocks.push(text_block(""));
+    }
+    blocks
 }
 
 fn tool_use(call: &ToolCall) -> Value {

@@ -98,29 +98,16 @@ fn tool_result(message: &Message) -> Value {
 
 /// `(system, messages)` in Converse form.
 fn encode_messages(messages: &[Message]) -> (Vec<Value>, Vec<Value>) {
-    let mut system = Vec::new();
-    let mut turns: Vec<(&str, Vec<Value>)> = Vec::new();
-    for message in messages {
-        let (role, blocks) = match message.role {
-            Role::System | Role::Developer => {
-                let parts = message.content.text_parts().into_iter();
-                system.extend(parts.filter(|t| !t.is_empty()).map(text_block));
-                continue;
-            }
-            Role::User => ("user", content_blocks(message)),
-            Role::Assistant => ("assistant", content_blocks(message)),
-            Role::Tool => ("user", vec![tool_result(message)]),
-        };
-        match turns.last_mut() {
-            Some((last, content)) if *last == role => content.extend(blocks),
-            _ => turns.push((role, blocks)),
-        }
-    }
+    let (system, turns) = chat::hoist_and_alternate(messages, |message| match message.role {
+        Role::Assistant => ("assistant", content_blocks(message)),
+        Role::Tool => ("user", vec![tool_result(message)]),
+        _ => ("user", content_blocks(message)),
+    });
     let messages = turns
         .into_iter()
         .map(|(role, content)| json!({"role": role, "content": content}))
         .collect();
-    (system, messages)
+    (system.into_iter().map(text_block).collect(), messages)
 }
 
 /// `toolConfig`, with the response-format tool when one is asked for.
@@ -244,10 +231,7 @@ impl ChatWire for BedrockConverse {
                     response.text = call.input.to_string();
                 }
                 Some(call) => {
-                    let arguments = match call.input {
-                        v @ Value::Object(_) => v,
-                        _ => Value::Object(Map::new()),
-                    };
+                    let arguments = chat::object_arguments(call.input);
                     response
                         .tool_calls
                         .push(ToolCall::new(call.tool_use_id, call.name, arguments));

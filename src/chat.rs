@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
-use crate::message::{Message, ResponseFormat, ToolCall, ToolChoice, ToolDefinition};
+use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolDefinition};
 use crate::run::FinishReason;
 use crate::usage::Usage;
 
@@ -68,6 +68,45 @@ pub(crate) fn normalize_finish_reason(raw: Option<&str>) -> FinishReason {
         Some("tool_calls" | "tool_use" | "function_call" | "tool-calls") => FinishReason::ToolCalls,
         Some("length" | "max_tokens" | "max_output_tokens") => FinishReason::MaxTokens,
         _ => FinishReason::Stop,
+    }
+}
+
+/// A turn of the conversation on the wire: its role and content blocks.
+pub(crate) type Turn = (&'static str, Vec<Value>);
+
+/// The conversation as the APIs want it that take the system prompt apart and want user
+/// and assistant turns to alternate (Anthropic, Gemini, Bedrock): system and developer
+/// texts are hoisted (blank ones dropped, as these APIs reject them), every other
+/// message becomes a role and blocks through `turn`, and consecutive turns of one role
+/// are merged, which also puts the results of parallel tool calls in the one user turn
+/// that must follow the calls.
+pub(crate) fn hoist_and_alternate<'m>(
+    messages: &'m [Message],
+    mut turn: impl FnMut(&'m Message) -> Turn,
+) -> (Vec<&'m str>, Vec<Turn>) {
+    let mut system = Vec::new();
+    let mut turns: Vec<Turn> = Vec::new();
+    for message in messages {
+        if matches!(message.role, Role::System | Role::Developer) {
+            let texts = message.content.text_parts().into_iter();
+            system.extend(texts.filter(|t| !t.is_empty()));
+            continue;
+        }
+        let (role, blocks) = turn(message);
+        match turns.last_mut() {
+            Some((last, existing)) if *last == role => existing.extend(blocks),
+            _ => turns.push((role, blocks)),
+        }
+    }
+    (system, turns)
+}
+
+/// A tool call's arguments given as JSON: an object as it is, anything else `{}`, as
+/// for arguments streamed as text ([`parse_arguments`]).
+pub(crate) fn object_arguments(value: Value) -> Value {
+    match value {
+        v @ Value::Object(_) => v,
+        _ => Value::Object(Map::new()),
     }
 }
 

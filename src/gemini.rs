@@ -7,7 +7,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::chat::{
-    ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamAccumulator, StreamEvent, merge_options,
+    self, ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamAccumulator, StreamEvent,
+    merge_options,
 };
 use crate::embedding::{EmbedRequest, EmbedResponse, EmbedWire, InputType};
 use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolDefinition};
@@ -124,38 +125,27 @@ impl ChatWire for GeminiChat {
 
 /// The history as Gemini `contents` (roles `user` and `model`), and the system parts.
 fn encode_messages(messages: &[Message]) -> (Vec<Value>, Vec<Value>) {
-    let mut system = Vec::new();
-    let mut contents: Vec<(&str, Vec<Value>)> = Vec::new();
     // Gemini matches a tool result to its call by name, Tracia by id.
     let mut call_names: HashMap<&str, &str> = HashMap::new();
-    for message in messages {
-        let (role, parts) = match message.role {
-            Role::System | Role::Developer => {
-                system.extend(text_parts(message));
-                continue;
+    let (system, turns) = chat::hoist_and_alternate(messages, |message| match message.role {
+        Role::Assistant => {
+            let mut parts = text_parts(message);
+            for call in message.content.tool_calls() {
+                call_names.insert(&call.id, &call.name);
+                parts.push(function_call_part(call));
             }
-            Role::User => ("user", text_parts(message)),
-            Role::Assistant => {
-                let mut parts = text_parts(message);
-                for call in message.content.tool_calls() {
-                    call_names.insert(&call.id, &call.name);
-                    parts.push(function_call_part(call));
-                }
-                ("model", parts)
-            }
-            Role::Tool => ("user", vec![function_response_part(message, &call_names)]),
-        };
-        match contents.last_mut() {
-            // Gemini wants alternating turns, and the results of parallel calls in one.
-            Some((last, existing)) if *last == role => existing.extend(parts),
-            _ if parts.is_empty() => {}
-            _ => contents.push((role, parts)),
+            ("model", parts)
         }
-    }
-    let contents = contents
+        Role::Tool => ("user", vec![function_response_part(message, &call_names)]),
+        _ => ("user", text_parts(message)),
+    });
+    let contents = turns
         .into_iter()
+        // Gemini rejects a turn without parts.
+        .filter(|(_, parts)| !parts.is_empty())
         .map(|(role, parts)| json!({"role": role, "parts": parts}))
         .collect();
+    let system = system.into_iter().map(|t| json!({"text": t})).collect();
     (system, contents)
 }
 

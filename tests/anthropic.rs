@@ -357,11 +357,12 @@ async fn system_is_hoisted_tool_results_merge_and_options_map() {
                     {"type": "tool_use", "id": "toolu_w", "name": "get_weather", "input": {"location": "Paris"}},
                     {"type": "tool_use", "id": "toolu_t", "name": "get_time", "input": {"timezone": "Europe/Paris"}}
                 ]},
+                // Turns alternate: the results, then the user's text, in one user turn.
                 {"role": "user", "content": [
                     {"type": "tool_result", "tool_use_id": "toolu_w", "content": "Rain, 12°C"},
-                    {"type": "tool_result", "tool_use_id": "toolu_t", "content": "14:05"}
-                ]},
-                {"role": "user", "content": "Thanks!"}
+                    {"type": "tool_result", "tool_use_id": "toolu_t", "content": "14:05"},
+                    {"type": "text", "text": "Thanks!"}
+                ]}
             ],
             "temperature": 0.3,
             "top_p": 0.8,
