@@ -377,17 +377,12 @@ struct WireUsage {
 impl WireUsage {
     /// Anthropic's `input_tokens` leaves out cached tokens; the OTel input counts them.
     fn normalize(self) -> Usage {
-        let input = self.input_tokens
-            + self.cache_read_input_tokens.unwrap_or(0)
-            + self.cache_creation_input_tokens.unwrap_or(0);
-        Usage {
-            input_tokens: input,
-            output_tokens: self.output_tokens,
-            total_tokens: input + self.output_tokens,
-            cache_read_input_tokens: self.cache_read_input_tokens,
-            cache_creation_input_tokens: self.cache_creation_input_tokens,
-            reasoning_output_tokens: None,
-        }
+        Usage::with_cache_apart(
+            self.input_tokens,
+            self.cache_read_input_tokens,
+            self.cache_creation_input_tokens,
+            self.output_tokens,
+        )
     }
 }
 

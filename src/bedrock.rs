@@ -423,20 +423,14 @@ struct WireUsage {
 impl WireUsage {
     /// Cache reads and writes are outside `inputTokens`: add them (see the module docs).
     fn normalize(self) -> Usage {
-        let input = self.input_tokens
-            + self.cache_read_input_tokens.unwrap_or(0)
-            + self.cache_write_input_tokens.unwrap_or(0);
-        Usage {
-            input_tokens: input,
-            output_tokens: self.output_tokens,
-            total_tokens: self
-                .total_tokens
-                .unwrap_or(0)
-                .max(input + self.output_tokens),
-            cache_read_input_tokens: self.cache_read_input_tokens,
-            cache_creation_input_tokens: self.cache_write_input_tokens,
-            reasoning_output_tokens: None,
-        }
+        let mut usage = Usage::with_cache_apart(
+            self.input_tokens,
+            self.cache_read_input_tokens,
+            self.cache_write_input_tokens,
+            self.output_tokens,
+        );
+        usage.total_tokens = usage.total_tokens.max(self.total_tokens.unwrap_or(0));
+        usage
     }
 }
 

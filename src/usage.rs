@@ -37,4 +37,23 @@ impl Usage {
             .saturating_sub(self.cache_read_input_tokens.unwrap_or(0))
             .saturating_sub(self.cache_creation_input_tokens.unwrap_or(0))
     }
+
+    /// Usage from a provider that counts cached input apart from its input count
+    /// (Anthropic, Bedrock): the OpenTelemetry input is the sum of the three.
+    pub(crate) fn with_cache_apart(
+        uncached_input: u64,
+        cache_read: Option<u64>,
+        cache_write: Option<u64>,
+        output: u64,
+    ) -> Self {
+        let input = uncached_input + cache_read.unwrap_or(0) + cache_write.unwrap_or(0);
+        Usage {
+            input_tokens: input,
+            output_tokens: output,
+            total_tokens: input + output,
+            cache_read_input_tokens: cache_read,
+            cache_creation_input_tokens: cache_write,
+            reasoning_output_tokens: None,
+        }
+    }
 }
