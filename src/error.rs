@@ -288,7 +288,12 @@ impl std::error::Error for Error {
 ///
 /// The patterns are the Tracia SDKs' (OpenAI and Anthropic keys, bearer and basic
 /// credentials, authorization headers, Tracia keys, `api_key=` and `key=` query values).
-pub(crate) fn redact(text: &str) -> String {
+///
+/// ```
+/// assert_eq!(tracia::redact("Authorization: Bearer abc.def"), "[REDACTED]");
+/// assert!(!tracia::redact("key sk-0123456789abcdefghijklmn leaked").contains("sk-0"));
+/// ```
+pub fn redact(text: &str) -> String {
     static PATTERNS: LazyLock<Vec<Regex>> = LazyLock::new(|| {
         [
             r"sk-ant-[A-Za-z0-9_-]{20,}",

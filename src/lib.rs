@@ -105,13 +105,13 @@ mod voyage;
 pub use aws::AwsCredentials;
 pub use client::{Tracia, TraciaBuilder};
 pub use embedding::{Embedding, EmbeddingResult, InputType, RunEmbedding};
-pub use error::{Error, ErrorCode};
+pub use error::{Error, ErrorCode, redact};
 pub use export::{ExportFailure, ExportStats};
 pub use ids::TraciaIdGenerator;
 pub use message::{
     Content, ContentPart, Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolDefinition,
 };
-pub use pricing::pricing_source;
+pub use pricing::{cost_usd, pricing_source};
 pub use provider::Provider;
 pub use responses::{ResponsesResult, ResponsesToolCall, RunResponses};
 pub use responses_stream::{ResponsesEvent, ResponsesStream};
@@ -120,5 +120,5 @@ pub use semconv::SemconvMode;
 pub use session::Session;
 pub use stream::{AbortHandle, RunStream};
 pub use telemetry::{TelemetryBuilder, TelemetryGuard};
-pub use tracia_exporter::{TraciaExporter, TraciaExporterBuilder};
+pub use tracia_exporter::{TraciaExporter, TraciaExporterBuilder, span_payload};
 pub use usage::Usage;

@@ -183,8 +183,16 @@ pub(crate) fn price(model: &str) -> Option<&'static ModelPrice> {
     }
 }
 
-/// Cost in USD of one call of `model` with `usage`, or `None` when `model` has no price.
-pub(crate) fn cost_usd(model: &str, usage: &Usage) -> Option<f64> {
+/// Cost in USD of one call of `model` with `usage`, from the same vendored price table
+/// the results' `cost` comes from; `None` when `model` has no price (never a guess).
+///
+/// ```
+/// let usage = tracia::Usage { input_tokens: 1000, output_tokens: 100, total_tokens: 1100,
+///     ..Default::default() };
+/// assert!(tracia::cost_usd("gpt-4o-mini", &usage).unwrap() > 0.0);
+/// assert_eq!(tracia::cost_usd("my-own-model", &usage), None);
+/// ```
+pub fn cost_usd(model: &str, usage: &Usage) -> Option<f64> {
     price(model).map(|p| p.cost(usage))
 }
 

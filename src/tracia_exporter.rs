@@ -168,7 +168,7 @@ impl TraciaExporter {
 impl SpanExporter for TraciaExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let total = batch.len() as u64;
-        let payloads: Vec<serde_json::Value> = batch.iter().filter_map(payload).collect();
+        let payloads: Vec<serde_json::Value> = batch.iter().filter_map(span_payload).collect();
         self.reporter.skipped(total - payloads.len() as u64);
         if payloads.is_empty() {
             return Ok(());
@@ -261,8 +261,37 @@ impl Upload {
     }
 }
 
-/// Maps a GenAI span to the Tracia span payload; `None` for other spans.
-pub(crate) fn payload(span: &SpanData) -> Option<serde_json::Value> {
+/// Maps a GenAI span to the Tracia span payload (`POST /api/v1/spans`); `None` for
+/// spans that are not GenAI spans. This is what [`TraciaExporter`] sends, and what a
+/// Tracia-compatible backend receiving OTLP can store (`tracia-collector` does).
+///
+/// ```
+/// use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
+/// use opentelemetry::{InstrumentationScope, KeyValue};
+/// use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+/// let span = SpanData {
+///     span_context: SpanContext::new(TraceId::from(7), SpanId::from(9), TraceFlags::SAMPLED,
+///         false, TraceState::default()),
+///     parent_span_id: SpanId::INVALID,
+///     parent_span_is_remote: false,
+///     span_kind: SpanKind::Client,
+///     name: "chat gpt-4o".into(),
+///     start_time: std::time::SystemTime::UNIX_EPOCH,
+///     end_time: std::time::SystemTime::UNIX_EPOCH,
+///     attributes: vec![KeyValue::new("gen_ai.operation.name", "chat"),
+///         KeyValue::new("gen_ai.provider.name", "openai"),
+///         KeyValue::new("gen_ai.request.model", "gpt-4o")],
+///     dropped_attributes_count: 0,
+///     events: SpanEvents::default(),
+///     links: SpanLinks::default(),
+///     status: Status::Unset,
+///     instrumentation_scope: InstrumentationScope::builder("demo").build(),
+/// };
+/// let payload = tracia::span_payload(&span).unwrap();
+/// assert_eq!(payload["spanId"], "sp_0000000000000009");
+/// assert_eq!(payload["model"], "gpt-4o");
+/// ```
+pub fn span_payload(span: &SpanData) -> Option<serde_json::Value> {
     let attrs: HashMap<&str, &Value> = span
         .attributes
         .iter()
@@ -283,19 +312,27 @@ pub(crate) fn payload(span: &SpanData) -> Option<serde_json::Value> {
     };
     let operation = s(semconv::OPERATION_NAME)?;
     let provider = s(semconv::TRACIA_PROVIDER).or_else(|| {
-        s(semconv::PROVIDER_NAME).map(|p| match p.as_str() {
-            "gcp.gemini" | "gcp.vertex_ai" | "gcp.gen_ai" => "google".to_owned(),
-            "aws.bedrock" => "amazon_bedrock".to_owned(),
-            _ => p,
-        })
+        // `gen_ai.system` is the pre-1.37 name other instrumentations still send.
+        s(semconv::PROVIDER_NAME)
+            .or_else(|| s("gen_ai.system"))
+            .map(|p| match p.as_str() {
+                "gcp.gemini" | "gcp.vertex_ai" | "gcp.gen_ai" => "google".to_owned(),
+                "aws.bedrock" => "amazon_bedrock".to_owned(),
+                _ => p,
+            })
     })?;
     let model = s(semconv::REQUEST_MODEL).or_else(|| s(semconv::RESPONSE_MODEL))?;
     let latency = span
         .end_time
         .duration_since(span.start_time)
         .unwrap_or_default();
-    let input_tokens = i(semconv::USAGE_INPUT_TOKENS).unwrap_or(0);
-    let output_tokens = i(semconv::USAGE_OUTPUT_TOKENS).unwrap_or(0);
+    // `prompt_tokens` / `completion_tokens` are the older names of the same counts.
+    let input_tokens = i(semconv::USAGE_INPUT_TOKENS)
+        .or_else(|| i("gen_ai.usage.prompt_tokens"))
+        .unwrap_or(0);
+    let output_tokens = i(semconv::USAGE_OUTPUT_TOKENS)
+        .or_else(|| i("gen_ai.usage.completion_tokens"))
+        .unwrap_or(0);
     let (output_text, tool_calls) = s(semconv::OUTPUT_MESSAGES)
         .map(|o| semconv::output_from(&o))
         .unwrap_or_default();

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
+use crate::model::{SpanRecord, SpanStatus};
 use crate::otlp::{self, Encoding};
-use crate::store::{SpanRecord, SpanStatus};
 
 /// Spans listed when the request gives no `limit` (as in Tracia's API).
 pub const DEFAULT_LIMIT: usize = 50;
@@ -43,7 +43,7 @@ pub async fn ingest_traces(
     };
     let (records, response) = otlp::records(&request);
     if state.log_spans {
-        for record in records.iter().filter(|r| r.is_genai()) {
+        for record in records.iter().filter(|r| r.model.is_some()) {
             println!("{}", record.log_line());
         }
     }
@@ -77,21 +77,19 @@ pub struct SpanListItem {
     pub id: String,
     /// `sp_` + 16 hex.
     pub span_id: String,
-    /// `tr_` + 16 hex, or `tr_` + 32 hex when the upper half of the trace id is not zero.
-    pub trace_id: String,
+    /// `tr_` + 16 or 32 hex.
+    pub trace_id: Option<String>,
     /// The parent's `sp_` id, `null` for a root span.
     pub parent_span_id: Option<String>,
-    /// Always `null`: spans received by OTLP have no Tracia prompt.
+    /// The prompt of a `prompts.run` span.
     pub prompt_slug: Option<String>,
     /// The span name.
     pub name: String,
-    /// `gen_ai.operation.name`, `null` for a non-GenAI span.
-    pub operation: Option<String>,
-    /// `gen_ai.request.model`.
+    /// `LLM`, `EMBEDDING`, `ROOT` or `APP`.
+    pub span_kind: &'static str,
+    /// The model as requested.
     pub model: Option<String>,
-    /// `gen_ai.tool.name`, for a tool execution span.
-    pub tool_name: Option<String>,
-    /// `gen_ai.provider.name`.
+    /// Tracia's provider name.
     pub provider: Option<String>,
     /// `service.name` of the sender.
     pub service_name: Option<String>,
@@ -100,14 +98,14 @@ pub struct SpanListItem {
     /// The error message of an ERROR span.
     pub error: Option<String>,
     /// End minus start, in milliseconds.
-    pub latency_ms: u64,
-    /// `gen_ai.usage.input_tokens`.
-    pub input_tokens: Option<u64>,
-    /// `gen_ai.usage.output_tokens`.
-    pub output_tokens: Option<u64>,
+    pub latency_ms: i64,
+    /// Input tokens.
+    pub input_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
     /// Input plus output tokens.
-    pub total_tokens: Option<u64>,
-    /// Always `null`: this collector does not price calls yet.
+    pub total_tokens: i64,
+    /// Cost in USD, `null` for unknown models.
     pub cost: Option<f64>,
     /// The span's start time, ISO-8601 UTC.
     pub created_at: String,
@@ -116,15 +114,14 @@ pub struct SpanListItem {
 impl From<&SpanRecord> for SpanListItem {
     fn from(r: &SpanRecord) -> Self {
         Self {
-            id: r.span_id_string(),
-            span_id: r.span_id_string(),
-            trace_id: r.trace_id_string(),
-            parent_span_id: r.parent_span_id_string(),
-            prompt_slug: None,
+            id: r.span_id.clone(),
+            span_id: r.span_id.clone(),
+            trace_id: r.trace_id.clone(),
+            parent_span_id: r.parent_span_id.clone(),
+            prompt_slug: r.prompt_slug.clone(),
             name: r.name.clone(),
-            operation: r.operation.clone(),
+            span_kind: r.kind.as_str(),
             model: r.model.clone(),
-            tool_name: r.tool_name.clone(),
             provider: r.provider.clone(),
             service_name: r.service_name.clone(),
             status: r.status,
@@ -132,9 +129,9 @@ impl From<&SpanRecord> for SpanListItem {
             latency_ms: r.latency_ms(),
             input_tokens: r.input_tokens,
             output_tokens: r.output_tokens,
-            total_tokens: r.total_tokens(),
-            cost: None,
-            created_at: iso8601(r.start_unix_nano),
+            total_tokens: r.total_tokens,
+            cost: r.cost_usd,
+            created_at: iso8601(r.start_unix_nano.max(0) as u64),
         }
     }
 }
@@ -171,13 +168,13 @@ pub async fn index(State(state): State<AppState>) -> Html<String> {
         let cells = [
             item.created_at,
             item.span_id,
-            item.trace_id,
+            item.trace_id.unwrap_or_default(),
             item.parent_span_id.unwrap_or_default(),
             item.name,
-            item.model.or(item.tool_name).unwrap_or_default(),
+            item.model.unwrap_or_default(),
             item.status.as_str().to_owned(),
             format!("{} ms", item.latency_ms),
-            item.total_tokens.map(|t| t.to_string()).unwrap_or_default(),
+            item.total_tokens.to_string(),
         ];
         let class = if r.status == SpanStatus::Error {
             " class=\"error\""

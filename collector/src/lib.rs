@@ -34,6 +34,7 @@ use axum::routing::{get, post};
 use tower_http::decompression::RequestDecompressionLayer;
 
 pub mod api;
+pub mod model;
 pub mod otlp;
 pub mod store;
 

@@ -6,11 +6,9 @@ use std::fmt;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
 use prost::Message as _;
 
-use crate::store::{SpanRecord, SpanStatus};
+use crate::model::SpanRecord;
 
 /// The two OTLP/HTTP encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,12 +107,12 @@ pub fn records(
     let mut records = Vec::new();
     let mut rejected = 0_i64;
     for resource_spans in &request.resource_spans {
-        let service_name = resource_spans
+        let resource = resource_spans
             .resource
             .as_ref()
-            .and_then(|r| string_attr(&r.attributes, "service.name"));
+            .map_or(&[][..], |r| &r.attributes[..]);
         for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
-            match record(span, service_name.clone()) {
+            match SpanRecord::from_otlp(span, resource) {
                 Some(record) => records.push(record),
                 None => rejected += 1,
             }
@@ -125,85 +123,4 @@ pub fn records(
         error_message: format!("{rejected} spans had an invalid trace id or span id"),
     });
     (records, ExportTraceServiceResponse { partial_success })
-}
-
-fn record(span: &Span, service_name: Option<String>) -> Option<SpanRecord> {
-    let trace_id: [u8; 16] = span
-        .trace_id
-        .as_slice()
-        .try_into()
-        .ok()
-        .filter(|id| *id != [0; 16])?;
-    let span_id: [u8; 8] = span
-        .span_id
-        .as_slice()
-        .try_into()
-        .ok()
-        .filter(|id| *id != [0; 8])?;
-    // An empty (or malformed) parent means a root span.
-    let parent_span_id = <[u8; 8]>::try_from(span.parent_span_id.as_slice())
-        .ok()
-        .filter(|id| *id != [0; 8]);
-    let attrs = &span.attributes;
-    let status = span.status.as_ref();
-    let is_error = status.is_some_and(|s| s.code == StatusCode::Error as i32);
-    let error = is_error
-        .then(|| {
-            status
-                .map(|s| s.message.clone())
-                .filter(|m| !m.is_empty())
-                .or_else(|| string_attr(attrs, "error.type"))
-        })
-        .flatten();
-    Some(SpanRecord {
-        trace_id,
-        span_id,
-        parent_span_id,
-        name: span.name.clone(),
-        operation: string_attr(attrs, "gen_ai.operation.name"),
-        model: string_attr(attrs, "gen_ai.request.model")
-            .or_else(|| string_attr(attrs, "gen_ai.response.model")),
-        tool_name: string_attr(attrs, "gen_ai.tool.name"),
-        provider: string_attr(attrs, "gen_ai.provider.name")
-            .or_else(|| string_attr(attrs, "gen_ai.system")),
-        service_name,
-        status: if is_error {
-            SpanStatus::Error
-        } else {
-            SpanStatus::Success
-        },
-        error,
-        start_unix_nano: span.start_time_unix_nano,
-        end_unix_nano: span.end_time_unix_nano,
-        input_tokens: int_attr(attrs, "gen_ai.usage.input_tokens")
-            .or_else(|| int_attr(attrs, "gen_ai.usage.prompt_tokens")),
-        output_tokens: int_attr(attrs, "gen_ai.usage.output_tokens")
-            .or_else(|| int_attr(attrs, "gen_ai.usage.completion_tokens")),
-    })
-}
-
-fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|AnyValue { value }| value.as_ref())
-}
-
-fn string_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
-    match attr(attrs, key)? {
-        any_value::Value::StringValue(s) if !s.is_empty() => Some(s.clone()),
-        _ => None,
-    }
-}
-
-/// A non-negative count, also accepted as a whole double or a decimal string, since
-/// some SDKs send them so.
-fn int_attr(attrs: &[KeyValue], key: &str) -> Option<u64> {
-    match attr(attrs, key)? {
-        any_value::Value::IntValue(n) => u64::try_from(*n).ok(),
-        any_value::Value::DoubleValue(d) if d.fract() == 0.0 && *d >= 0.0 => Some(*d as u64),
-        any_value::Value::StringValue(s) => s.trim().parse().ok(),
-        _ => None,
-    }
 }

@@ -154,7 +154,7 @@ async fn protobuf_ingest_is_listed_with_tracia_ids() {
     assert_eq!(span["createdAt"], "2026-01-01T00:00:00.000Z");
     assert_eq!(
         state.store.newest(1)[0].log_line(),
-        "span sp_00f067aa0ba902b7 trace tr_4bf92f3577b34da6 chat gpt-4o 812ms 15 tokens SUCCESS"
+        "span sp_00f067aa0ba902b7 trace tr_4bf92f3577b34da6 LLM gpt-4o 812ms 15 tokens SUCCESS"
     );
 
     // The page lists it too.
@@ -189,6 +189,7 @@ async fn json_ingest_with_full_trace_id_and_error_status() {
                     "endTimeUnixNano": "1767225600250000000",
                     "attributes": [
                         {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+                        {"key": "gen_ai.provider.name", "value": {"stringValue": "openai"}},
                         {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o-mini"}},
                         {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "7"}},
                         {"key": "error.type", "value": {"stringValue": "429"}}
@@ -219,7 +220,7 @@ async fn json_ingest_with_full_trace_id_and_error_status() {
     assert_eq!(spans[0]["error"], "429");
     assert_eq!(spans[0]["latencyMs"], 250);
     assert_eq!(spans[0]["inputTokens"], 7);
-    assert_eq!(spans[0]["outputTokens"], Value::Null);
+    assert_eq!(spans[0]["outputTokens"], 0);
 }
 
 #[tokio::test]
