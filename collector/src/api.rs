@@ -9,11 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::model::{SpanRecord, SpanStatus};
 use crate::otlp::{self, Encoding};
-
-/// Spans listed when the request gives no `limit` (as in Tracia's API).
-pub const DEFAULT_LIMIT: usize = 50;
-/// The largest `limit` honoured (as in Tracia's API).
-pub const MAX_LIMIT: usize = 100;
+use crate::store::{MAX_LIMIT, SpanQuery};
 
 /// `POST /v1/traces`: an OTLP/HTTP `ExportTraceServiceRequest`, protobuf or JSON.
 ///
@@ -47,7 +43,11 @@ pub async fn ingest_traces(
             println!("{}", record.log_line());
         }
     }
-    state.store.extend(records);
+    if let Err(e) = state.store.insert(records).await {
+        // Not acknowledged, so the exporter keeps the spans and retries.
+        tracing::error!("cannot store a trace export: {e}");
+        return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response();
+    }
     let body = otlp::encode_response(encoding, &response);
     ([(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
 }
@@ -137,21 +137,19 @@ impl From<&SpanRecord> for SpanListItem {
 }
 
 /// `GET /api/v1/spans?limit=N`: the newest spans.
-pub async fn list_spans(
-    State(state): State<AppState>,
-    Query(query): Query<ListQuery>,
-) -> axum::Json<SpanList> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let spans = state
-        .store
-        .newest(limit)
-        .iter()
-        .map(SpanListItem::from)
-        .collect();
-    axum::Json(SpanList {
-        spans,
-        next_cursor: None,
-    })
+pub async fn list_spans(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Response {
+    let query = SpanQuery {
+        limit: query.limit,
+        ..SpanQuery::default()
+    };
+    match state.store.list_spans(query).await {
+        Ok(page) => axum::Json(SpanList {
+            spans: page.items.iter().map(SpanListItem::from).collect(),
+            next_cursor: page.next_cursor,
+        })
+        .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
 }
 
 /// `GET /healthz`.
@@ -161,7 +159,16 @@ pub async fn healthz() -> &'static str {
 
 /// `GET /`: a plain HTML table of the newest spans, refreshed every 5 seconds.
 pub async fn index(State(state): State<AppState>) -> Html<String> {
-    let spans = state.store.newest(MAX_LIMIT);
+    let query = SpanQuery {
+        limit: Some(MAX_LIMIT),
+        ..SpanQuery::default()
+    };
+    let spans = state
+        .store
+        .list_spans(query)
+        .await
+        .map(|p| p.items)
+        .unwrap_or_default();
     let mut rows = String::new();
     for r in &spans {
         let item = SpanListItem::from(r);
@@ -195,14 +202,13 @@ pub async fn index(State(state): State<AppState>) -> Html<String> {
 td,th{{padding:.25em .75em;border-bottom:1px solid #ddd;text-align:left;font-size:.9em}}
 td{{font-family:ui-monospace,monospace}}tr.error td{{color:#b00}}</style></head>
 <body><h1>tracia-collector</h1>
-<p>{kept} spans kept; the newest {shown} below. OTLP/HTTP: <code>POST /v1/traces</code>.
+<p>The newest {shown} spans. OTLP/HTTP: <code>POST /v1/traces</code>.
 API: <a href="/api/v1/spans">/api/v1/spans</a>.</p>
 <table><thead><tr><th>start (UTC)</th><th>span</th><th>trace</th><th>parent</th><th>name</th>
 <th>model / tool</th><th>status</th><th>latency</th><th>tokens</th></tr></thead>
 <tbody>
 {rows}</tbody></table></body></html>
 "#,
-        kept = state.store.len(),
         shown = spans.len(),
     ))
 }

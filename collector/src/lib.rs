@@ -3,7 +3,7 @@
 //! A self-hosted backend for the `tracia` SDK (and any OpenTelemetry SDK): an OTLP/HTTP
 //! trace receiver, a span store and a small API and page to look at what arrived.
 //!
-//! This first version keeps the last spans in memory ([`store::SpanStore`]). Routes:
+//! Spans are kept in SQLite in the data directory ([`store::Store`]). Routes:
 //!
 //! | Route | What |
 //! |---|---|
@@ -17,7 +17,9 @@
 //! ```
 //! use tower::ServiceExt as _;
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let app = tracia_collector::app(tracia_collector::AppState::default());
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = tracia_collector::store::Store::open(dir.path()).unwrap();
+//! let app = tracia_collector::app(tracia_collector::AppState::new(store));
 //! let request = axum::http::Request::get("/healthz").body(axum::body::Body::empty()).unwrap();
 //! let response = app.oneshot(request).await.unwrap();
 //! assert_eq!(response.status(), 200);
@@ -26,7 +28,7 @@
 #![deny(missing_docs)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -36,7 +38,64 @@ use tower_http::decompression::RequestDecompressionLayer;
 pub mod api;
 pub mod model;
 pub mod otlp;
+mod schema;
 pub mod store;
+
+/// The default data directory (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "./.tracia";
+
+/// How often old spans are deleted.
+const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
+
+/// Parses a retention period: `30m`, `12h`, `7d` (also `s` and `w`), or `forever`
+/// (`None`: nothing is ever deleted).
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(tracia_collector::parse_retention("7d"), Ok(Some(Duration::from_secs(7 * 86400))));
+/// assert_eq!(tracia_collector::parse_retention("forever"), Ok(None));
+/// assert!(tracia_collector::parse_retention("7 days").is_err());
+/// ```
+pub fn parse_retention(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("forever") {
+        return Ok(None);
+    }
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => 0,
+    };
+    match number.parse::<u64>() {
+        Ok(n) if n > 0 && seconds > 0 => Ok(Some(Duration::from_secs(n * seconds))),
+        _ => Err(format!(
+            "invalid retention {text:?}: expected a number and a unit (30m, 12h, 7d, 2w) or `forever`"
+        )),
+    }
+}
+
+/// Deletes spans older than `keep` now and then every hour, in the background.
+pub fn spawn_retention(store: store::Store, keep: Duration) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(RETENTION_SWEEP);
+        loop {
+            ticks.tick().await;
+            let cutoff = SystemTime::now()
+                .checked_sub(keep)
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos() as i64);
+            match store.prune(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("retention: deleted {n} spans older than {keep:?}"),
+                Err(e) => tracing::warn!("retention: {e}"),
+            }
+        }
+    });
+}
 
 /// The default OTLP/HTTP address: the standard port, on loopback only.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:4318";
@@ -48,24 +107,17 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The received spans.
-    pub store: Arc<store::SpanStore>,
+    /// Where spans are kept.
+    pub store: store::Store,
     /// Whether each received GenAI span is printed as one line to stdout.
     pub log_spans: bool,
 }
 
-impl Default for AppState {
-    /// An empty store of [`store::DEFAULT_CAPACITY`] spans, without span lines.
-    fn default() -> Self {
-        Self::new(store::DEFAULT_CAPACITY)
-    }
-}
-
 impl AppState {
-    /// An empty store keeping the last `capacity` spans, without span lines.
-    pub fn new(capacity: usize) -> Self {
+    /// Handlers over `store`, without span lines.
+    pub fn new(store: store::Store) -> Self {
         Self {
-            store: Arc::new(store::SpanStore::new(capacity)),
+            store,
             log_spans: false,
         }
     }

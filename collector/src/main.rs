@@ -5,8 +5,12 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+
 use tracia_collector::{
-    AppState, DEFAULT_HTTP_ADDR, app, check_listen_addr, listening_line, store,
+    AppState, DEFAULT_DATA_DIR, DEFAULT_HTTP_ADDR, app, check_listen_addr, listening_line,
+    parse_retention, spawn_retention, store::Store,
 };
 
 /// A local OTLP/HTTP trace receiver with a span API and page, for the tracia SDK and
@@ -18,9 +22,13 @@ struct Args {
     #[arg(long, env = "TRACIA_COLLECTOR_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR)]
     http_addr: SocketAddr,
 
-    /// How many of the most recent spans are kept in memory.
-    #[arg(long, env = "TRACIA_COLLECTOR_MAX_SPANS", default_value_t = store::DEFAULT_CAPACITY)]
-    max_spans: usize,
+    /// Where the SQLite store lives (created if missing).
+    #[arg(long, env = "TRACIA_COLLECTOR_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+
+    /// How long spans are kept: `30m`, `12h`, `7d`, or `forever`.
+    #[arg(long, env = "TRACIA_COLLECTOR_RETENTION", default_value = "7d", value_parser = parse_retention)]
+    retention: Option<Duration>,
 }
 
 #[tokio::main]
@@ -49,7 +57,18 @@ async fn main() -> ExitCode {
     let addr = listener.local_addr().unwrap_or(args.http_addr);
     println!("{}", listening_line(addr));
 
-    let state = AppState::new(args.max_spans).with_span_log(true);
+    let store = match Store::open(&args.data_dir) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("store: {}", store.path().display());
+    if let Some(keep) = args.retention {
+        spawn_retention(store.clone(), keep);
+    }
+    let state = AppState::new(store).with_span_log(true);
     if let Err(e) = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown())
         .await

@@ -16,7 +16,26 @@ use opentelemetry_proto::tonic::trace::v1::{
 use prost::Message as _;
 use serde_json::Value;
 use tower::ServiceExt as _;
+use tracia_collector::model::SpanRecord;
+use tracia_collector::store::{SpanQuery, Store};
 use tracia_collector::{AppState, app};
+
+/// Handlers over a fresh store in a temporary directory (kept while the guard lives).
+fn test_state() -> (tempfile::TempDir, AppState) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    (dir, AppState::new(store))
+}
+
+/// Every stored span, newest first.
+async fn stored(state: &AppState) -> Vec<SpanRecord> {
+    state
+        .store
+        .list_spans(SpanQuery::default())
+        .await
+        .unwrap()
+        .items
+}
 
 const TRACE_ID: [u8; 16] = [
     0, 0, 0, 0, 0, 0, 0, 0, 0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6,
@@ -116,13 +135,12 @@ async fn list_spans(app: &axum::Router, query: &str) -> Vec<Value> {
     let response = app.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let list: Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
-    assert_eq!(list["nextCursor"], Value::Null);
     list["spans"].as_array().unwrap().clone()
 }
 
 #[tokio::test]
 async fn protobuf_ingest_is_listed_with_tracia_ids() {
-    let state = AppState::default();
+    let (_dir, state) = test_state();
     let app = app(state.clone());
     let body =
         export_request(vec![chat_span(&TRACE_ID, &SPAN_ID, &PARENT_ID, false)]).encode_to_vec();
@@ -153,7 +171,7 @@ async fn protobuf_ingest_is_listed_with_tracia_ids() {
     assert_eq!(span["totalTokens"], 15);
     assert_eq!(span["createdAt"], "2026-01-01T00:00:00.000Z");
     assert_eq!(
-        state.store.newest(1)[0].log_line(),
+        stored(&state).await[0].log_line(),
         "span sp_00f067aa0ba902b7 trace tr_4bf92f3577b34da6 LLM gpt-4o 812ms 15 tokens SUCCESS"
     );
 
@@ -173,7 +191,8 @@ async fn protobuf_ingest_is_listed_with_tracia_ids() {
 
 #[tokio::test]
 async fn json_ingest_with_full_trace_id_and_error_status() {
-    let app = app(AppState::default());
+    let (_dir, state) = test_state();
+    let app = app(state);
     let full_trace = "5b8efff798038103d269b633813fc60c";
     let body = serde_json::json!({
         "resourceSpans": [{
@@ -225,7 +244,8 @@ async fn json_ingest_with_full_trace_id_and_error_status() {
 
 #[tokio::test]
 async fn gzip_protobuf_ingest() {
-    let app = app(AppState::default());
+    let (_dir, state) = test_state();
+    let app = app(state);
     let raw = export_request(vec![chat_span(&TRACE_ID, &SPAN_ID, &[], true)]).encode_to_vec();
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(&raw).unwrap();
@@ -242,7 +262,7 @@ async fn gzip_protobuf_ingest() {
 
 #[tokio::test]
 async fn malformed_bodies_are_refused_and_nothing_is_kept() {
-    let state = AppState::default();
+    let (_dir, state) = test_state();
     let app = app(state.clone());
 
     let response = post(
@@ -274,13 +294,13 @@ async fn malformed_bodies_are_refused_and_nothing_is_kept() {
     let response = post(&app, "text/plain", false, b"hello".to_vec()).await;
     assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
-    assert!(state.store.is_empty());
+    assert!(stored(&state).await.is_empty());
     assert!(list_spans(&app, "").await.is_empty());
 }
 
 #[tokio::test]
 async fn spans_with_invalid_ids_are_a_partial_success() {
-    let state = AppState::default();
+    let (_dir, state) = test_state();
     let app = app(state.clone());
     let spans = vec![
         chat_span(&TRACE_ID, &SPAN_ID, &[], false),
@@ -297,12 +317,13 @@ async fn spans_with_invalid_ids_are_a_partial_success() {
     assert_eq!(response.status(), StatusCode::OK);
     let decoded = ExportTraceServiceResponse::decode(body_bytes(response).await).unwrap();
     assert_eq!(decoded.partial_success.unwrap().rejected_spans, 2);
-    assert_eq!(state.store.len(), 1);
+    assert_eq!(stored(&state).await.len(), 1);
 }
 
 #[tokio::test]
 async fn list_is_newest_first_and_limited() {
-    let app = app(AppState::default());
+    let (_dir, state) = test_state();
+    let app = app(state);
     let spans = (1..=5u8)
         .map(|n| chat_span(&TRACE_ID, &[0, 0, 0, 0, 0, 0, 0, n], &[], false))
         .collect();
@@ -331,7 +352,7 @@ async fn list_is_newest_first_and_limited() {
 
 #[tokio::test]
 async fn bodies_beyond_axum_default_limit_are_accepted_but_not_beyond_64_mib() {
-    let state = AppState::default();
+    let (_dir, state) = test_state();
     let app = app(state.clone());
     // 3 MB: more than axum's default 2 MB limit, well within what OTLP exporters send.
     let mut span = chat_span(&TRACE_ID, &SPAN_ID, &[], false);
@@ -347,7 +368,7 @@ async fn bodies_beyond_axum_default_limit_are_accepted_but_not_beyond_64_mib() {
     )
     .await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(state.store.len(), 1);
+    assert_eq!(stored(&state).await.len(), 1);
 
     // The limit applies after decompression: 65 MiB of zeros gzip to ~65 KB.
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -355,5 +376,5 @@ async fn bodies_beyond_axum_default_limit_are_accepted_but_not_beyond_64_mib() {
     let bomb = encoder.finish().unwrap();
     let response = post(&app, "application/x-protobuf", true, bomb).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(state.store.len(), 1);
+    assert_eq!(stored(&state).await.len(), 1);
 }
