@@ -1,15 +1,15 @@
-//! HTTP handlers: the OTLP/HTTP receiver, the span list API and the HTML page.
+//! HTTP handlers: the OTLP/HTTP receiver and the span list API (the UI is in [`crate::ui`]).
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::model::{SpanRecord, SpanStatus};
 use crate::otlp::{self, Encoding};
-use crate::store::{MAX_LIMIT, SpanQuery};
+use crate::store::SpanQuery;
 
 /// `POST /v1/traces`: an OTLP/HTTP `ExportTraceServiceRequest`, protobuf or JSON.
 ///
@@ -157,71 +157,14 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /`: a plain HTML table of the newest spans, refreshed every 5 seconds.
-pub async fn index(State(state): State<AppState>) -> Html<String> {
-    let query = SpanQuery {
-        limit: Some(MAX_LIMIT),
-        ..SpanQuery::default()
-    };
-    let spans = state
-        .store
-        .list_spans(query)
-        .await
-        .map(|p| p.items)
-        .unwrap_or_default();
-    let mut rows = String::new();
-    for r in &spans {
-        let item = SpanListItem::from(r);
-        let cells = [
-            item.created_at,
-            item.span_id,
-            item.trace_id.unwrap_or_default(),
-            item.parent_span_id.unwrap_or_default(),
-            item.name,
-            item.model.unwrap_or_default(),
-            item.status.as_str().to_owned(),
-            format!("{} ms", item.latency_ms),
-            item.total_tokens.to_string(),
-        ];
-        let class = if r.status == SpanStatus::Error {
-            " class=\"error\""
-        } else {
-            ""
-        };
-        rows.push_str(&format!("<tr{class}>"));
-        for cell in cells {
-            rows.push_str(&format!("<td>{}</td>", escape(&cell)));
-        }
-        rows.push_str("</tr>\n");
-    }
-    Html(format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
-<title>tracia-collector</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{padding:.25em .75em;border-bottom:1px solid #ddd;text-align:left;font-size:.9em}}
-td{{font-family:ui-monospace,monospace}}tr.error td{{color:#b00}}</style></head>
-<body><h1>tracia-collector</h1>
-<p>The newest {shown} spans. OTLP/HTTP: <code>POST /v1/traces</code>.
-API: <a href="/api/v1/spans">/api/v1/spans</a>.</p>
-<table><thead><tr><th>start (UTC)</th><th>span</th><th>trace</th><th>parent</th><th>name</th>
-<th>model / tool</th><th>status</th><th>latency</th><th>tokens</th></tr></thead>
-<tbody>
-{rows}</tbody></table></body></html>
-"#,
-        shown = spans.len(),
-    ))
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// A Tracia-style error: `{"error": {"code": "NOT_FOUND", "message": "…"}}` with `status`.
+pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({"error": {"code": code, "message": message.into()}});
+    (status, axum::Json(body)).into_response()
 }
 
 /// Nanoseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-fn iso8601(unix_nano: u64) -> String {
+pub(crate) fn iso8601(unix_nano: u64) -> String {
     let millis = unix_nano / 1_000_000;
     let (secs, ms) = (millis / 1000, millis % 1000);
     let (days, rem) = (secs / 86_400, secs % 86_400);
@@ -243,6 +186,90 @@ fn iso8601(unix_nano: u64) -> String {
     )
 }
 
+/// Parses an ISO-8601 date-time (`2026-01-01T10:00:00.5Z`, `…+02:00`, or a bare date)
+/// into nanoseconds since the Unix epoch; a time without zone is taken as UTC.
+pub(crate) fn parse_iso8601(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (date, rest) = text.split_at(text.find(['T', 't', ' ']).unwrap_or(text.len()));
+    let mut ymd = date.splitn(3, '-');
+    let year: i64 = number(ymd.next()?, 4)?;
+    let month: i64 = number(ymd.next()?, 2)?;
+    let day: i64 = number(ymd.next()?, 2)?;
+    if !(1..=12).contains(&month) || !(1..=days_in_month(year, month)).contains(&day) {
+        return None;
+    }
+    let (mut seconds, mut nanos) = (0, 0);
+    if let Some(time) = rest.get(1..) {
+        // The zone: `Z`, `+HH:MM`, `-HH:MM`, or nothing (UTC).
+        let (clock, offset) = match time.find(['Z', 'z', '+', '-']) {
+            Some(i) => {
+                let zone = &time[i..];
+                let offset = match zone.as_bytes()[0] {
+                    b'Z' | b'z' if zone.len() == 1 => 0,
+                    sign @ (b'+' | b'-') => {
+                        let (h, m) = zone[1..].split_once(':').unwrap_or((&zone[1..], "00"));
+                        let minutes = number(h, 2)? * 60 + number(m, 2)?;
+                        if sign == b'+' {
+                            minutes * 60
+                        } else {
+                            -minutes * 60
+                        }
+                    }
+                    _ => return None,
+                };
+                (&time[..i], offset)
+            }
+            None => (time, 0),
+        };
+        let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+        let mut parts = hms.split(':');
+        let hour = number(parts.next()?, 2)?;
+        let minute = number(parts.next()?, 2)?;
+        let second = parts.next().map_or(Some(0), |s| number(s, 2))?;
+        if parts.next().is_some() || hour > 23 || minute > 59 || second > 60 {
+            return None;
+        }
+        if !fraction.is_empty() {
+            if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            nanos = format!("{fraction:0<9}").parse().ok()?;
+        }
+        seconds = hour * 3600 + minute * 60 + second - offset;
+    }
+    let days = days_from_civil(year, month, day);
+    (days * 86_400 + seconds)
+        .checked_mul(1_000_000_000)?
+        .checked_add(nanos)
+}
+
+/// Exactly `len` ASCII digits.
+fn number(text: &str, len: usize) -> Option<i64> {
+    (text.len() == len && text.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| text.parse().ok())
+        .flatten()
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 (Howard Hinnant's days_from_civil).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,10 +285,41 @@ mod tests {
     }
 
     #[test]
-    fn escapes_html() {
+    fn parses_iso8601() {
+        let at = |s| parse_iso8601(s).map(|n| iso8601(n as u64));
         assert_eq!(
-            escape("<a href=\"x\">&</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
+            at("2026-01-01T00:00:00.000Z").unwrap(),
+            "2026-01-01T00:00:00.000Z"
         );
+        assert_eq!(
+            at("2000-02-29T23:59:59.123456789Z").unwrap(),
+            "2000-02-29T23:59:59.123Z"
+        );
+        assert_eq!(
+            at("2026-01-01T10:30+02:00").unwrap(),
+            "2026-01-01T08:30:00.000Z"
+        );
+        assert_eq!(
+            at("2026-01-01T01:00:00-01:30").unwrap(),
+            "2026-01-01T02:30:00.000Z"
+        );
+        assert_eq!(at("2026-03-05").unwrap(), "2026-03-05T00:00:00.000Z");
+        assert_eq!(
+            at("1970-01-01T00:00:00").unwrap(),
+            "1970-01-01T00:00:00.000Z"
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01",
+            "2025-02-29",
+            "2026-01-01T24:00",
+            "2026-1-1",
+            "2026-01-01T10:00Zjunk",
+            "2026-01-01T10",
+            "1767225600000",
+        ] {
+            assert_eq!(parse_iso8601(bad), None, "{bad}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! # tracia-collector
 //!
 //! A self-hosted backend for the `tracia` SDK (and any OpenTelemetry SDK): an OTLP/HTTP
-//! trace receiver, a span store and a small API and page to look at what arrived.
+//! trace receiver, a span store, an API and a web UI to look at what arrived.
 //!
 //! Spans are kept in SQLite in the data directory ([`store::Store`]). Routes:
 //!
@@ -9,7 +9,10 @@
 //! |---|---|
 //! | `POST /v1/traces` | OTLP/HTTP traces, `application/x-protobuf` or `application/json`, optionally gzip; up to 64 MiB |
 //! | `GET /api/v1/spans?limit=N` | the newest spans, as Tracia's `{"spans": [...], "nextCursor": null}` |
-//! | `GET /` | a plain HTML table of the newest spans |
+//! | `GET /` | the web UI: traces with filters, a trace's span waterfall and LLM conversations, sessions, prompts ([`ui`]) |
+//! | `GET /ui/app.js`, `GET /ui/style.css` | the UI's script and stylesheet (embedded; no CDN, works offline) |
+//! | `GET /api/ui/traces`, `/api/ui/traces/{traceId}` | trace summaries (filtered, paginated) and a trace's spans, for the UI |
+//! | `GET /api/ui/sessions`, `/api/ui/sessions/{sessionId}` | sessions and a session's traces, for the UI |
 //! | `GET /healthz` | `ok` |
 //!
 //! The router is built by [`app`], so it can be tested without a socket:
@@ -40,6 +43,7 @@ pub mod model;
 pub mod otlp;
 mod schema;
 pub mod store;
+pub mod ui;
 
 /// The default data directory (relative to the working directory).
 pub const DEFAULT_DATA_DIR: &str = "./.tracia";
@@ -138,9 +142,9 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestDecompressionLayer::new());
     Router::new()
-        .route("/", get(api::index))
         .route("/healthz", get(api::healthz))
         .route("/api/v1/spans", get(api::list_spans))
+        .merge(ui::routes())
         .merge(otlp)
         .with_state(state)
 }

@@ -27,8 +27,10 @@ struct Args {
     data_dir: PathBuf,
 
     /// How long spans are kept: `30m`, `12h`, `7d`, or `forever`.
+    // The parser yields the Option (`forever` is None): spelled in full, clap does not
+    // treat the field as an optional argument of `Duration` (which panics when read).
     #[arg(long, env = "TRACIA_COLLECTOR_RETENTION", default_value = "7d", value_parser = parse_retention)]
-    retention: Option<Duration>,
+    retention: std::option::Option<Duration>,
 }
 
 #[tokio::main]
@@ -96,4 +98,18 @@ async fn shutdown() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_is_a_period_or_forever() {
+        let args = Args::try_parse_from(["tracia-collector"]).unwrap();
+        assert_eq!(args.retention, Some(Duration::from_secs(7 * 86_400)));
+        let args = Args::try_parse_from(["tracia-collector", "--retention", "forever"]).unwrap();
+        assert_eq!(args.retention, None);
+        assert!(Args::try_parse_from(["tracia-collector", "--retention", "7 days"]).is_err());
+    }
 }

@@ -82,8 +82,10 @@ impl SpanKind {
 }
 
 /// One stored span. Ids are in Tracia form (`sp_…`, `tr_…`); REST clients may send
-/// other server-style ids, which are kept as given.
+/// other server-style ids, which are kept as given. Serialized in camelCase, as the UI
+/// reads it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SpanRecord {
     /// `sp_` + 16 hex for OpenTelemetry spans.
     pub span_id: String,

@@ -377,6 +377,23 @@ impl Store {
         .await
     }
 
+    /// The tags of each of these traces (distinct, in the order they first appear).
+    pub async fn trace_tags(&self, trace_ids: Vec<String>) -> Result<Vec<Vec<String>>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT t.tag FROM span_tags t JOIN spans s ON s.row_id = t.row_id
+                 WHERE s.trace_id = ?1 GROUP BY t.tag ORDER BY min(s.start_ns), t.tag",
+            )?;
+            let mut tags = Vec::with_capacity(trace_ids.len());
+            for trace_id in &trace_ids {
+                let rows = stmt.query_map(params![trace_id], |r| r.get(0))?;
+                tags.push(rows.collect::<rusqlite::Result<_>>()?);
+            }
+            Ok(tags)
+        })
+        .await
+    }
+
     /// Sessions, most recently active first.
     pub async fn sessions(
         &self,

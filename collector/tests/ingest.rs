@@ -175,17 +175,17 @@ async fn protobuf_ingest_is_listed_with_tracia_ids() {
         "span sp_00f067aa0ba902b7 trace tr_4bf92f3577b34da6 LLM gpt-4o 812ms 15 tokens SUCCESS"
     );
 
-    // The page lists it too.
+    // The UI's trace list shows its trace.
     let page = app
         .clone()
-        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .oneshot(Request::get("/api/ui/traces").body(Body::empty()).unwrap())
         .await
         .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
-    let html = String::from_utf8(body_bytes(page).await.to_vec()).unwrap();
-    assert!(
-        html.contains("sp_00f067aa0ba902b7") && html.contains("tr_4bf92f3577b34da6"),
-        "{html}"
+    let traces: Value = serde_json::from_slice(&body_bytes(page).await).unwrap();
+    assert_eq!(
+        traces["traces"][0]["traceId"], "tr_4bf92f3577b34da6",
+        "{traces}"
     );
 }
 

@@ -9,20 +9,25 @@ use bytes::Bytes;
 use serde_json::Value;
 
 /// The fixture root. CI clones the repository with `shared/` beside it, so it
-/// is `../shared` relative to the crate root, both locally and in CI.
+/// is `../shared` relative to the repository root, both locally and in CI.
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/providers"
-    ))
+    repo_root().join("../shared/fixtures/providers")
 }
 
 /// The crate's own fixtures, same layout, each one's origin told in a README beside it.
 fn local_fixtures_dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/providers"
-    ))
+    repo_root().join("tests/fixtures/providers")
+}
+
+/// The `tracia` crate's directory, also when a workspace member (the collector)
+/// includes this support code from its own tests.
+fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if manifest.join("tests/support/mod.rs").exists() {
+        manifest.to_path_buf()
+    } else {
+        manifest.parent().unwrap_or(manifest).to_path_buf()
+    }
 }
 
 /// The directory holding fixture `name`: the shared one, else the crate's own.
