@@ -1,14 +1,16 @@
 //! HTTP handlers: the OTLP/HTTP receiver, the span list API and the HTML page.
 
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
+use crate::forward::TargetStats;
 use crate::model::{SpanRecord, SpanStatus};
 use crate::otlp::{self, Encoding};
+use crate::{AppState, ingest};
 
 /// Spans listed when the request gives no `limit` (as in Tracia's API).
 pub const DEFAULT_LIMIT: usize = 50;
@@ -17,12 +19,14 @@ pub const MAX_LIMIT: usize = 100;
 
 /// `POST /v1/traces`: an OTLP/HTTP `ExportTraceServiceRequest`, protobuf or JSON.
 ///
-/// Answers in the request's encoding. A body that does not decode is refused whole
-/// (400); spans with invalid ids are rejected one by one (partial success).
+/// Answers in the request's encoding, errors included (a `google.rpc.Status`). A body
+/// that does not decode is refused whole (400), one over [`crate::MAX_BODY_BYTES`]
+/// after decompression too (413), another media type as well (415, answered in JSON);
+/// spans with invalid ids are rejected one by one (partial success).
 pub async fn ingest_traces(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -32,24 +36,32 @@ pub async fn ingest_traces(
         let message = format!(
             "unsupported content type {content_type:?}: send application/x-protobuf or application/json"
         );
-        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response();
+        return otlp_error(Encoding::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, &message);
     };
-    let request = match otlp::decode(encoding, &body) {
+    let request = match body
+        .map_err(|rejection| (rejection.status(), rejection.body_text()))
+        .and_then(|body| {
+            otlp::decode(encoding, &body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))
+        }) {
         Ok(request) => request,
-        Err(e) => {
-            tracing::warn!("refused a trace export: {e}");
-            return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
+        Err((status, message)) => {
+            tracing::warn!("refused a trace export: {message}");
+            return otlp_error(encoding, status, &message);
         }
     };
-    let (records, response) = otlp::records(&request);
-    if state.log_spans {
-        for record in records.iter().filter(|r| r.model.is_some()) {
-            println!("{}", record.log_line());
-        }
-    }
-    state.store.extend(records);
+    let response = ingest::ingest(&state, &request).await;
     let body = otlp::encode_response(encoding, &response);
     ([(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
+}
+
+fn otlp_error(encoding: Encoding, status: StatusCode, message: &str) -> Response {
+    let body = otlp::encode_status(encoding, message);
+    (
+        status,
+        [(header::CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response()
 }
 
 /// Query parameters of `GET /api/v1/spans`.
@@ -151,6 +163,24 @@ pub async fn list_spans(
     axum::Json(SpanList {
         spans,
         next_cursor: None,
+    })
+}
+
+/// The response of `GET /api/ui/status`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectorStatus {
+    /// The collector's version.
+    pub version: &'static str,
+    /// Each forwarding target's counts, in the order of the flags.
+    pub forwarding: Vec<TargetStats>,
+}
+
+/// `GET /api/ui/status`: the version and the forwarding counts.
+pub async fn status(State(state): State<AppState>) -> axum::Json<CollectorStatus> {
+    axum::Json(CollectorStatus {
+        version: env!("CARGO_PKG_VERSION"),
+        forwarding: state.forward.stats(),
     })
 }
 
