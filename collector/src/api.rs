@@ -1,24 +1,28 @@
 //! HTTP handlers: the OTLP/HTTP receiver and the span list API (the UI is in [`crate::ui`]).
 
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
+use crate::forward::TargetStats;
 use crate::model::{SpanRecord, SpanStatus};
 use crate::otlp::{self, Encoding};
 use crate::store::SpanQuery;
+use crate::{AppState, ingest};
 
 /// `POST /v1/traces`: an OTLP/HTTP `ExportTraceServiceRequest`, protobuf or JSON.
 ///
-/// Answers in the request's encoding. A body that does not decode is refused whole
-/// (400); spans with invalid ids are rejected one by one (partial success).
+/// Answers in the request's encoding, errors included (a `google.rpc.Status`). A body
+/// that does not decode is refused whole (400), one over [`crate::MAX_BODY_BYTES`]
+/// after decompression too (413), another media type as well (415, answered in JSON);
+/// spans with invalid ids are rejected one by one (partial success).
 pub async fn ingest_traces(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -28,28 +32,39 @@ pub async fn ingest_traces(
         let message = format!(
             "unsupported content type {content_type:?}: send application/x-protobuf or application/json"
         );
-        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response();
+        return otlp_error(Encoding::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, &message);
     };
-    let request = match otlp::decode(encoding, &body) {
+    let request = match body
+        .map_err(|rejection| (rejection.status(), rejection.body_text()))
+        .and_then(|body| {
+            otlp::decode(encoding, &body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))
+        }) {
         Ok(request) => request,
-        Err(e) => {
-            tracing::warn!("refused a trace export: {e}");
-            return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
+        Err((status, message)) => {
+            tracing::warn!("refused a trace export: {message}");
+            return otlp_error(encoding, status, &message);
         }
     };
-    let (records, response) = otlp::records(&request);
-    if state.log_spans {
-        for record in records.iter().filter(|r| r.model.is_some()) {
-            println!("{}", record.log_line());
+    let response = match ingest::ingest(&state, &request).await {
+        Ok(response) => response,
+        Err(e) => {
+            // Not acknowledged, so the exporter keeps the spans and retries.
+            tracing::error!("cannot store a trace export: {e}");
+            return otlp_error(encoding, StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
         }
-    }
-    if let Err(e) = state.store.insert(records).await {
-        // Not acknowledged, so the exporter keeps the spans and retries.
-        tracing::error!("cannot store a trace export: {e}");
-        return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response();
-    }
+    };
     let body = otlp::encode_response(encoding, &response);
     ([(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
+}
+
+fn otlp_error(encoding: Encoding, status: StatusCode, message: &str) -> Response {
+    let body = otlp::encode_status(encoding, message);
+    (
+        status,
+        [(header::CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response()
 }
 
 /// Query parameters of `GET /api/v1/spans`.
@@ -150,6 +165,24 @@ pub async fn list_spans(State(state): State<AppState>, Query(query): Query<ListQ
         .into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
+}
+
+/// The response of `GET /api/ui/status`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectorStatus {
+    /// The collector's version.
+    pub version: &'static str,
+    /// Each forwarding target's counts, in the order of the flags.
+    pub forwarding: Vec<TargetStats>,
+}
+
+/// `GET /api/ui/status`: the version and the forwarding counts.
+pub async fn status(State(state): State<AppState>) -> axum::Json<CollectorStatus> {
+    axum::Json(CollectorStatus {
+        version: env!("CARGO_PKG_VERSION"),
+        forwarding: state.forward.stats(),
+    })
 }
 
 /// `GET /healthz`.

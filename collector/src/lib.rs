@@ -1,19 +1,36 @@
 //! # tracia-collector
 //!
-//! A self-hosted backend for the `tracia` SDK (and any OpenTelemetry SDK): an OTLP/HTTP
-//! trace receiver, a span store, an API and a web UI to look at what arrived.
+//! A self-hosted backend for the `tracia` SDK (and any OpenTelemetry SDK): an OTLP
+//! trace receiver (HTTP and gRPC), a span store in SQLite ([`store::Store`]), forwarding
+//! to other backends, the Tracia REST API, and a web UI to look at what arrived.
 //!
-//! Spans are kept in SQLite in the data directory ([`store::Store`]). Routes:
+//! Every received request takes one path ([`ingest::ingest`]): records, durable store,
+//! then forwarding.
 //!
 //! | Route | What |
 //! |---|---|
-//! | `POST /v1/traces` | OTLP/HTTP traces, `application/x-protobuf` or `application/json`, optionally gzip; up to 64 MiB |
+//! | `POST /v1/traces` | OTLP/HTTP traces, `application/x-protobuf` or `application/json`, optionally gzip; up to 64 MiB after decompression (else 413); answers (errors too) in the request's encoding; 400 for a body that does not decode, 415 for other media types |
+//! | gRPC `TraceService/Export` | OTLP/gRPC traces on its own address ([`grpc`]); gzip accepted; up to 64 MiB per message |
 //! | `GET /api/v1/spans?limit=N` | the newest spans, as Tracia's `{"spans": [...], "nextCursor": null}` |
 //! | `GET /` | the web UI: traces with filters, a trace's span waterfall and LLM conversations, sessions, prompts ([`ui`]) |
 //! | `GET /ui/app.js`, `GET /ui/style.css` | the UI's script and stylesheet (embedded; no CDN, works offline) |
 //! | `GET /api/ui/traces`, `/api/ui/traces/{traceId}` | trace summaries (filtered, paginated) and a trace's spans, for the UI |
 //! | `GET /api/ui/sessions`, `/api/ui/sessions/{sessionId}` | sessions and a session's traces, for the UI |
+//! | `GET /api/ui/status` | `{"version", "forwarding": [{"target", "pending", "forwarded", "failed", "dropped"}]}` ([`forward::TargetStats`]) |
 //! | `GET /healthz` | `ok` |
+//!
+//! | Flag | Environment | Default | What |
+//! |---|---|---|---|
+//! | `--http-addr` | `TRACIA_COLLECTOR_HTTP_ADDR` | `127.0.0.1:4318` | OTLP/HTTP, API and UI (loopback only) |
+//! | `--grpc-addr` | `TRACIA_COLLECTOR_GRPC_ADDR` | `127.0.0.1:4317` | OTLP/gRPC (loopback only) |
+//! | `--data-dir` | `TRACIA_COLLECTOR_DATA_DIR` | `./.tracia` | where the SQLite store lives |
+//! | `--retention` | `TRACIA_COLLECTOR_RETENTION` | `7d` | how long spans are kept (`30m`, `12h`, `7d`, `2w`, `forever`) |
+//! | `--forward-otlp URL` (repeatable) | `TRACIA_COLLECTOR_FORWARD_OTLP` (comma-separated) | none | also POST every received request, as OTLP/HTTP protobuf, to `URL/v1/traces` |
+//! | `--forward-tracia` | `TRACIA_COLLECTOR_FORWARD_TRACIA` | off | also send every GenAI span to Tracia (`POST /api/v1/spans`); needs `TRACIA_API_KEY`, uses `TRACIA_BASE_URL` (default `https://app.tracia.io`) |
+//!
+//! Forwarding never slows ingestion: each target has a bounded queue (128 MiB of
+//! encoded spans), batches, retries with backoff, and counts what it drops or fails
+//! to deliver (see [`forward`]).
 //!
 //! The router is built by [`app`], so it can be tested without a socket:
 //!
@@ -31,6 +48,7 @@
 #![deny(missing_docs)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -39,6 +57,9 @@ use axum::routing::{get, post};
 use tower_http::decompression::RequestDecompressionLayer;
 
 pub mod api;
+pub mod forward;
+pub mod grpc;
+pub mod ingest;
 pub mod model;
 pub mod otlp;
 mod schema;
@@ -104,8 +125,11 @@ pub fn spawn_retention(store: store::Store, keep: Duration) {
 /// The default OTLP/HTTP address: the standard port, on loopback only.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:4318";
 
-/// The largest accepted OTLP request body (after decompression): OTLP exporters send
-/// up to 64 MiB, far beyond axum's default of 2 MB.
+/// The default OTLP/gRPC address: the standard port, on loopback only.
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:4317";
+
+/// The largest accepted OTLP request body or gRPC message (after decompression): OTLP
+/// exporters send up to 64 MiB, far beyond axum's default of 2 MB and tonic's of 4 MiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// What the handlers share.
@@ -115,6 +139,8 @@ pub struct AppState {
     pub store: store::Store,
     /// Whether each received GenAI span is printed as one line to stdout.
     pub log_spans: bool,
+    /// Where received spans are forwarded (nowhere by default).
+    pub forward: Arc<forward::Forwarder>,
 }
 
 impl AppState {
@@ -123,12 +149,19 @@ impl AppState {
         Self {
             store,
             log_spans: false,
+            forward: Arc::default(),
         }
     }
 
     /// Prints a line to stdout for each received GenAI span (or not).
     pub fn with_span_log(mut self, log_spans: bool) -> Self {
         self.log_spans = log_spans;
+        self
+    }
+
+    /// Forwards what is received through `forwarder`.
+    pub fn with_forwarder(mut self, forwarder: forward::Forwarder) -> Self {
+        self.forward = Arc::new(forwarder);
         self
     }
 }
@@ -145,6 +178,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/api/v1/spans", get(api::list_spans))
         .merge(ui::routes())
+        .route("/api/ui/status", get(api::status))
         .merge(otlp)
         .with_state(state)
 }
@@ -157,15 +191,17 @@ pub fn check_listen_addr(addr: SocketAddr) -> Result<(), String> {
     } else {
         Err(format!(
             "refusing to listen on {addr}: tracia-collector has no authentication yet, so it only \
-             listens on a loopback address (e.g. 127.0.0.1:4318 or [::1]:4318)"
+             listens on a loopback address (e.g. 127.0.0.1:{port} or [::1]:{port})",
+            port = addr.port()
         ))
     }
 }
 
-/// The line printed once listening on `addr`.
-pub fn listening_line(addr: SocketAddr) -> String {
+/// The line printed once listening on `http` and `grpc`.
+pub fn listening_line(http: SocketAddr, grpc: SocketAddr) -> String {
     format!(
-        "tracia-collector listening: OTLP/HTTP http://{addr}/v1/traces, API http://{addr}/api/v1, UI http://{addr}/"
+        "tracia-collector listening: OTLP/HTTP http://{http}/v1/traces, OTLP/gRPC http://{grpc}, \
+         API http://{http}/api/v1, UI http://{http}/"
     )
 }
 
@@ -187,9 +223,12 @@ mod tests {
     #[test]
     fn listening_line_names_every_url() {
         assert_eq!(
-            listening_line("127.0.0.1:4318".parse().unwrap()),
+            listening_line(
+                "127.0.0.1:4318".parse().unwrap(),
+                "127.0.0.1:4317".parse().unwrap()
+            ),
             "tracia-collector listening: OTLP/HTTP http://127.0.0.1:4318/v1/traces, \
-             API http://127.0.0.1:4318/api/v1, UI http://127.0.0.1:4318/"
+             OTLP/gRPC http://127.0.0.1:4317, API http://127.0.0.1:4318/api/v1, UI http://127.0.0.1:4318/"
         );
     }
 }

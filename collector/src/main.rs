@@ -1,20 +1,27 @@
-//! `tracia-collector`: parses the arguments and serves [`tracia_collector::app`].
+//! `tracia-collector`: parses the arguments, serves [`tracia_collector::app`] (OTLP/HTTP,
+//! API, UI) and [`tracia_collector::grpc`] (OTLP/gRPC), and forwards what arrives.
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
-use std::process::ExitCode;
-
-use clap::Parser;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracia_collector::forward::{DEFAULT_TRACIA_BASE_URL, Forwarder};
+use tracia_collector::store::Store;
 use tracia_collector::{
-    AppState, DEFAULT_DATA_DIR, DEFAULT_HTTP_ADDR, app, check_listen_addr, listening_line,
-    parse_retention, spawn_retention, store::Store,
+    AppState, DEFAULT_DATA_DIR, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, app, check_listen_addr, grpc,
+    listening_line, parse_retention, spawn_retention,
 };
 
-/// A local OTLP/HTTP trace receiver with a span API and page, for the tracia SDK and
-/// any OpenTelemetry SDK.
+/// How long spans still queued for forwarding may take to leave at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A local OTLP trace receiver (HTTP and gRPC) with a span API and page, for the tracia
+/// SDK and any OpenTelemetry SDK; it can forward what it receives to other backends.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -22,15 +29,35 @@ struct Args {
     #[arg(long, env = "TRACIA_COLLECTOR_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR)]
     http_addr: SocketAddr,
 
+    /// Address of the OTLP/gRPC receiver (loopback only).
+    #[arg(long, env = "TRACIA_COLLECTOR_GRPC_ADDR", default_value = DEFAULT_GRPC_ADDR)]
+    grpc_addr: SocketAddr,
+
     /// Where the SQLite store lives (created if missing).
     #[arg(long, env = "TRACIA_COLLECTOR_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
 
-    /// How long spans are kept: `30m`, `12h`, `7d`, or `forever`.
+    /// How long spans are kept: `30m`, `12h`, `7d`, `2w`, or `forever`.
     // The parser yields the Option (`forever` is None): spelled in full, clap does not
     // treat the field as an optional argument of `Duration` (which panics when read).
     #[arg(long, env = "TRACIA_COLLECTOR_RETENTION", default_value = "7d", value_parser = parse_retention)]
     retention: std::option::Option<Duration>,
+
+    /// Also send every received trace request to this OTLP/HTTP receiver (a Jaeger,
+    /// another collector), as protobuf to URL/v1/traces (URL is used as is when it
+    /// already ends with /v1/traces). Repeat the flag for more receivers.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "TRACIA_COLLECTOR_FORWARD_OTLP",
+        value_delimiter = ','
+    )]
+    forward_otlp: Vec<String>,
+
+    /// Also send every GenAI span to Tracia (POST /api/v1/spans), with the API key in
+    /// TRACIA_API_KEY (required) to TRACIA_BASE_URL (default https://app.tracia.io).
+    #[arg(long, env = "TRACIA_COLLECTOR_FORWARD_TRACIA")]
+    forward_tracia: bool,
 }
 
 #[tokio::main]
@@ -44,20 +71,31 @@ async fn main() -> ExitCode {
         )
         .init();
 
-    if let Err(message) = check_listen_addr(args.http_addr) {
-        eprintln!("error: {message}");
-        return ExitCode::from(2);
-    }
-    let listener = match tokio::net::TcpListener::bind(args.http_addr).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", args.http_addr);
-            return ExitCode::FAILURE;
+    let forwarder = match forwarder(&args) {
+        Ok(forwarder) => forwarder,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
         }
     };
-    // The bound address, so that `--http-addr 127.0.0.1:0` prints the real port.
-    let addr = listener.local_addr().unwrap_or(args.http_addr);
-    println!("{}", listening_line(addr));
+    for addr in [args.http_addr, args.grpc_addr] {
+        if let Err(message) = check_listen_addr(addr) {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    }
+    let (http_listener, grpc_listener) = match (
+        TcpListener::bind(args.http_addr).await,
+        TcpListener::bind(args.grpc_addr).await,
+    ) {
+        (Ok(http), Ok(grpc)) => (http, grpc),
+        (Err(e), _) => return cannot_listen(args.http_addr, e),
+        (_, Err(e)) => return cannot_listen(args.grpc_addr, e),
+    };
+    // The bound addresses, so that port 0 prints the real ports.
+    let http_addr = http_listener.local_addr().unwrap_or(args.http_addr);
+    let grpc_addr = grpc_listener.local_addr().unwrap_or(args.grpc_addr);
+    println!("{}", listening_line(http_addr, grpc_addr));
 
     let store = match Store::open(&args.data_dir) {
         Ok(store) => store,
@@ -66,19 +104,82 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("store: {}", store.path().display());
+    tracing::info!("store: {}", store.path().display());
     if let Some(keep) = args.retention {
         spawn_retention(store.clone(), keep);
     }
-    let state = AppState::new(store).with_span_log(true);
-    if let Err(e) = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown())
-        .await
-    {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
+    let state = AppState::new(store)
+        .with_span_log(true)
+        .with_forwarder(forwarder);
+    // Either server stopping (a signal, or a failure) stops the other one too.
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let http = async {
+        let result = axum::serve(http_listener, app(state.clone()))
+            .with_graceful_shutdown(until_stopped(stopped.clone()))
+            .await
+            .map_err(|e| format!("OTLP/HTTP server: {e}"));
+        stop.send_replace(true);
+        result
+    };
+    let grpc = async {
+        let result = grpc::serve(grpc_listener, state.clone(), until_stopped(stopped.clone()))
+            .await
+            .map_err(|e| format!("OTLP/gRPC server: {e}"));
+        stop.send_replace(true);
+        result
+    };
+    let signal = async {
+        tokio::select! {
+            _ = shutdown() => {}
+            _ = until_stopped(stopped.clone()) => {}
+        }
+        stop.send_replace(true);
+    };
+    let (http, grpc, ()) = tokio::join!(http, grpc, signal);
+
+    if !state.forward.drain(DRAIN_TIMEOUT).await {
+        for target in state.forward.stats().iter().filter(|t| t.pending > 0) {
+            tracing::warn!(
+                "forwarding to {}: {} spans still queued at shutdown are lost",
+                target.target,
+                target.pending
+            );
+        }
     }
-    ExitCode::SUCCESS
+    let mut code = ExitCode::SUCCESS;
+    for error in [http.err(), grpc.err()].into_iter().flatten() {
+        eprintln!("error: {error}");
+        code = ExitCode::FAILURE;
+    }
+    code
+}
+
+/// The forwarding targets of the flags; an error names what is missing or wrong.
+fn forwarder(args: &Args) -> Result<Forwarder, String> {
+    let mut builder = Forwarder::builder();
+    for url in &args.forward_otlp {
+        builder = builder.otlp(url);
+    }
+    if args.forward_tracia {
+        let key = std::env::var("TRACIA_API_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+            .ok_or("--forward-tracia needs a Tracia API key in TRACIA_API_KEY")?;
+        let base = std::env::var("TRACIA_BASE_URL")
+            .ok()
+            .filter(|b| !b.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_TRACIA_BASE_URL.to_owned());
+        builder = builder.tracia(base, key);
+    }
+    builder.build()
+}
+
+fn cannot_listen(addr: SocketAddr, e: std::io::Error) -> ExitCode {
+    eprintln!("error: cannot listen on {addr}: {e}");
+    ExitCode::FAILURE
 }
 
 /// Resolves on Ctrl-C, or on SIGTERM (what `docker stop` and systemd send).

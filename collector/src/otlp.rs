@@ -1,5 +1,5 @@
-//! OTLP/HTTP trace payloads: decoding requests, encoding responses, and reducing spans
-//! to [`SpanRecord`]s.
+//! OTLP/HTTP trace payloads: decoding requests, encoding responses and errors, and
+//! reducing spans to [`SpanRecord`]s.
 
 use std::fmt;
 
@@ -96,6 +96,31 @@ pub fn encode_response(encoding: Encoding, response: &ExportTraceServiceResponse
                 .unwrap_or_else(|_| b"{}".to_vec()),
         },
     }
+}
+
+/// The body of an OTLP/HTTP error answer: a `google.rpc.Status` with only its message
+/// (the OTLP specification leaves `code` unused), in the request's encoding.
+pub fn encode_status(encoding: Encoding, message: &str) -> Vec<u8> {
+    match encoding {
+        Encoding::Protobuf => RpcStatus {
+            code: 0,
+            message: message.to_owned(),
+        }
+        .encode_to_vec(),
+        Encoding::Json => serde_json::to_vec(&serde_json::json!({ "message": message }))
+            .unwrap_or_else(|_| b"{}".to_vec()),
+    }
+}
+
+/// `google.rpc.Status` without its `details`, which are never sent.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    /// A `google.rpc.Code`; unused by OTLP/HTTP.
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    /// What went wrong.
+    #[prost(string, tag = "2")]
+    pub message: String,
 }
 
 /// The spans of a request as records, and the response to send: spans whose ids are

@@ -1,0 +1,69 @@
+//! The OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`,
+//! on the same record path as OTLP/HTTP ([`crate::ingest`]).
+
+use std::future::Future;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+use crate::{AppState, MAX_BODY_BYTES, ingest};
+
+/// The `TraceService` implementation.
+#[derive(Debug, Clone)]
+pub struct TraceReceiver {
+    state: AppState,
+}
+
+#[tonic::async_trait]
+impl TraceService for TraceReceiver {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        match ingest::ingest(&self.state, request.get_ref()).await {
+            Ok(response) => Ok(Response::new(response)),
+            // UNAVAILABLE is retryable: the exporter keeps the spans and tries again.
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+}
+
+/// The gRPC service: gzip accepted (and used for answers when the client accepts it),
+/// messages up to [`MAX_BODY_BYTES`] after decompression, like OTLP/HTTP (tonic's
+/// default of 4 MiB is below what exporters send).
+pub fn service(state: AppState) -> TraceServiceServer<TraceReceiver> {
+    TraceServiceServer::new(TraceReceiver { state })
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_BODY_BYTES)
+}
+
+/// Serves [`service`] on `listener` until `shutdown` resolves.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = tracia_collector::store::Store::open(dir.path()).unwrap();
+/// let state = tracia_collector::AppState::new(store);
+/// tracia_collector::grpc::serve(listener, state, async {}).await.unwrap();
+/// # }
+/// ```
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(service(state))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .await
+}
