@@ -1,10 +1,10 @@
-//! HTTP handlers: the OTLP/HTTP receiver, the span list API and the HTML page.
+//! HTTP handlers: the OTLP/HTTP receiver and the HTML page.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::AppState;
 use crate::model::{SpanRecord, SpanStatus};
@@ -52,24 +52,7 @@ pub async fn ingest_traces(
     ([(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
 }
 
-/// Query parameters of `GET /api/v1/spans`.
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    /// How many spans, newest first (default 50, at most 100).
-    pub limit: Option<usize>,
-}
-
-/// The response of `GET /api/v1/spans`, in the shape of Tracia's API.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SpanList {
-    /// The spans, newest first.
-    pub spans: Vec<SpanListItem>,
-    /// Always `null` for now: there is no pagination yet.
-    pub next_cursor: Option<String>,
-}
-
-/// One span of [`SpanList`]: Tracia's `SpanListItem` fields plus a few OTel ones.
+/// One span of `GET /api/v1/spans`: Tracia's `SpanListItem` fields plus a few OTel ones.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SpanListItem {
@@ -133,22 +116,6 @@ impl From<&SpanRecord> for SpanListItem {
             cost: r.cost_usd,
             created_at: iso8601(r.start_unix_nano.max(0) as u64),
         }
-    }
-}
-
-/// `GET /api/v1/spans?limit=N`: the newest spans.
-pub async fn list_spans(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Response {
-    let query = SpanQuery {
-        limit: query.limit,
-        ..SpanQuery::default()
-    };
-    match state.store.list_spans(query).await {
-        Ok(page) => axum::Json(SpanList {
-            spans: page.items.iter().map(SpanListItem::from).collect(),
-            next_cursor: page.next_cursor,
-        })
-        .into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }
 
@@ -221,7 +188,7 @@ fn escape(s: &str) -> String {
 }
 
 /// Nanoseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-fn iso8601(unix_nano: u64) -> String {
+pub(crate) fn iso8601(unix_nano: u64) -> String {
     let millis = unix_nano / 1_000_000;
     let (secs, ms) = (millis / 1000, millis % 1000);
     let (days, rem) = (secs / 86_400, secs % 86_400);
