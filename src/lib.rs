@@ -122,3 +122,4 @@ pub use stream::{AbortHandle, RunStream};
 pub use telemetry::{TelemetryBuilder, TelemetryGuard};
 pub use tracia_exporter::{TraciaExporter, TraciaExporterBuilder, span_payload};
 pub use usage::Usage;
+pub use variables::template_variables;

@@ -215,6 +215,17 @@ impl RunLocal {
         self
     }
 
+    /// The messages as they will be sent and recorded: every `{{name}}` placeholder of
+    /// the non-tool messages replaced by its variable (unknown names stay verbatim).
+    ///
+    /// ```
+    /// let input = tracia::RunLocal::new("gpt-4o").user("Hello {{name}}").variable("name", "Ada");
+    /// assert_eq!(input.rendered_messages()[0].content.text(), "Hello Ada");
+    /// ```
+    pub fn rendered_messages(&self) -> Vec<Message> {
+        crate::variables::interpolate(&self.messages, &self.variables)
+    }
+
     /// A provider-specific request field, sent only when `provider` serves the call
     /// (for example `seed` or `service_tier` for OpenAI). It overrides a field the SDK sets.
     ///

@@ -51,6 +51,29 @@ pub(crate) fn interpolate_text(text: &str, variables: &BTreeMap<String, String>)
         .into_owned()
 }
 
+/// The names of the `{{name}}` placeholders in the text of the non-tool messages (those
+/// that interpolation fills), each once, in order of first use.
+///
+/// ```
+/// let messages = [tracia::Message::system("Hi {{name}}"), tracia::Message::user("{{topic}} for {{name}}")];
+/// assert_eq!(tracia::template_variables(&messages), ["name", "topic"]);
+/// ```
+pub fn template_variables(messages: &[Message]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let texts = messages
+        .iter()
+        .filter(|m| m.role != Role::Tool)
+        .flat_map(|m| m.content.text_parts());
+    for text in texts {
+        for cap in PLACEHOLDER.captures_iter(text) {
+            if !names.iter().any(|n| n == &cap[1]) {
+                names.push(cap[1].to_owned());
+            }
+        }
+    }
+    names
+}
+
 /// Interpolates every non-tool message (text parts only), as the Python SDK does.
 pub(crate) fn interpolate(
     messages: &[Message],
@@ -110,6 +133,19 @@ mod tests {
         let out = interpolate(&[Message::user("{{x}}"), Message::tool("c", "{{x}}")], &v);
         assert_eq!(out[0].content.text(), "1");
         assert_eq!(out[1].content.text(), "{{x}}");
+    }
+
+    #[test]
+    fn template_variables_are_those_interpolation_fills() {
+        let messages = [
+            Message::system("{{b}} and {{a}}, {{ spaced }}"),
+            Message::user(vec![
+                ContentPart::text("{{a}} again, {{c_1}}"),
+                ContentPart::ToolCall(crate::ToolCall::new("t", "f", serde_json::json!({}))),
+            ]),
+            Message::tool("call", "{{from_tool}}"),
+        ];
+        assert_eq!(template_variables(&messages), ["b", "a", "c_1"]);
     }
 
     #[test]

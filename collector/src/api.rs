@@ -1,16 +1,16 @@
-//! HTTP handlers: the OTLP/HTTP receiver and the span list API (the UI is in [`crate::ui`]).
+//! HTTP handlers: the OTLP/HTTP receiver and the collector's status (the Tracia REST API
+//! is in [`crate::rest`], the UI in [`crate::ui`]).
 
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::forward::TargetStats;
 use crate::model::{SpanRecord, SpanStatus};
 use crate::otlp::{self, Encoding};
-use crate::store::SpanQuery;
 use crate::{AppState, ingest};
 
 /// `POST /v1/traces`: an OTLP/HTTP `ExportTraceServiceRequest`, protobuf or JSON.
@@ -67,24 +67,7 @@ fn otlp_error(encoding: Encoding, status: StatusCode, message: &str) -> Response
         .into_response()
 }
 
-/// Query parameters of `GET /api/v1/spans`.
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    /// How many spans, newest first (default 50, at most 100).
-    pub limit: Option<usize>,
-}
-
-/// The response of `GET /api/v1/spans`, in the shape of Tracia's API.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SpanList {
-    /// The spans, newest first.
-    pub spans: Vec<SpanListItem>,
-    /// Always `null` for now: there is no pagination yet.
-    pub next_cursor: Option<String>,
-}
-
-/// One span of [`SpanList`]: Tracia's `SpanListItem` fields plus a few OTel ones.
+/// One span of `GET /api/v1/spans`: Tracia's `SpanListItem` fields plus a few OTel ones.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SpanListItem {
@@ -148,22 +131,6 @@ impl From<&SpanRecord> for SpanListItem {
             cost: r.cost_usd,
             created_at: iso8601(r.start_unix_nano.max(0) as u64),
         }
-    }
-}
-
-/// `GET /api/v1/spans?limit=N`: the newest spans.
-pub async fn list_spans(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Response {
-    let query = SpanQuery {
-        limit: query.limit,
-        ..SpanQuery::default()
-    };
-    match state.store.list_spans(query).await {
-        Ok(page) => axum::Json(SpanList {
-            spans: page.items.iter().map(SpanListItem::from).collect(),
-            next_cursor: page.next_cursor,
-        })
-        .into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }
 

@@ -28,6 +28,21 @@ impl TraceService for TraceReceiver {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        // The same key and rate limit as the HTTP routes.
+        if !self
+            .state
+            .api_keys
+            .authorizes(&request.metadata().clone().into_headers())
+        {
+            return Err(Status::unauthenticated(
+                "missing or invalid API key: send authorization: Bearer <key>",
+            ));
+        }
+        if let Some(limiter) = &self.state.rate_limiter
+            && limiter.acquire().is_err()
+        {
+            return Err(Status::resource_exhausted("rate limit exceeded"));
+        }
         match ingest::ingest(&self.state, request.get_ref()).await {
             Ok(response) => Ok(Response::new(response)),
             // UNAVAILABLE is retryable: the exporter keeps the spans and tries again.

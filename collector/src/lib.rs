@@ -1,30 +1,57 @@
 //! # tracia-collector
 //!
-//! A self-hosted backend for the `tracia` SDK (and any OpenTelemetry SDK): an OTLP
-//! trace receiver (HTTP and gRPC), a span store in SQLite ([`store::Store`]), forwarding
-//! to other backends, the Tracia REST API, and a web UI to look at what arrived.
+//! A self-hosted backend for the `tracia` SDK, the official Tracia SDKs (Python, Node)
+//! and any OpenTelemetry SDK: an OTLP trace receiver (HTTP and gRPC), a span store in
+//! SQLite ([`store::Store`]), Tracia's REST API (spans, evaluations, prompts with
+//! versions, prompt runs), forwarding to other backends, and a web UI.
 //!
-//! Every received request takes one path ([`ingest::ingest`]): records, durable store,
-//! then forwarding.
+//! Every received OTLP request takes one path ([`ingest::ingest`]): records, durable
+//! store, then forwarding.
 //!
 //! | Route | What |
 //! |---|---|
 //! | `POST /v1/traces` | OTLP/HTTP traces, `application/x-protobuf` or `application/json`, optionally gzip; up to 64 MiB after decompression (else 413); answers (errors too) in the request's encoding; 400 for a body that does not decode, 415 for other media types |
 //! | gRPC `TraceService/Export` | OTLP/gRPC traces on its own address ([`grpc`]); gzip accepted; up to 64 MiB per message |
-//! | `GET /api/v1/spans?limit=N` | the newest spans, as Tracia's `{"spans": [...], "nextCursor": null}` |
+//! | `POST /api/v1/spans` | one span as the Tracia SDKs send it → `{"id","spanId","traceId","cost"}` |
+//! | `GET /api/v1/spans` | GenAI spans newest first, as Tracia's `{"spans": [...], "nextCursor"}`; filters `promptSlug`, `status`, `startDate`, `endDate` (ISO-8601), `userId`, `sessionId`, `tags` (comma-separated, all must match), `limit` (default 50, at most 100), `cursor` |
+//! | `GET /api/v1/spans/{spanId}` | one span with its input, output and variables |
+//! | `POST /api/v1/spans/{spanId}/evaluations` | `{"evaluatorKey","value","note"?}` attaches a score |
+//! | `GET /api/v1/prompts` | `{"prompts": [...]}`, without content |
+//! | `POST /api/v1/prompts` | creates a prompt at version 1 (`name`, `content`; `slug` made from the name when missing; 409 on a taken slug) |
+//! | `GET /api/v1/prompts/{slug}` | a prompt with its current content; `?version=N` for an older one |
+//! | `PUT /api/v1/prompts/{slug}` | renames, re-describes (`""` clears), changes the slug; new content or model settings make a new version |
+//! | `DELETE /api/v1/prompts/{slug}` | the prompt and every version → `{"success": true}` |
+//! | `POST /api/v1/prompts/{slug}/run` | renders a version with `variables` (or runs `messages`), calls its model, stores the call as an LLM span; honours `traceId`, `parentSpanId` and a `traceparent` header |
 //! | `GET /` | the web UI: traces with filters, a trace's span waterfall and LLM conversations, sessions, prompts ([`ui`]) |
 //! | `GET /ui/app.js`, `GET /ui/style.css` | the UI's script and stylesheet (embedded; no CDN, works offline) |
 //! | `GET /api/ui/traces`, `/api/ui/traces/{traceId}` | trace summaries (filtered, paginated) and a trace's spans, for the UI |
 //! | `GET /api/ui/sessions`, `/api/ui/sessions/{sessionId}` | sessions and a session's traces, for the UI |
+//! | `GET /api/ui/prompts/{slug}/versions` | every version of a prompt, newest first |
 //! | `GET /api/ui/status` | `{"version", "forwarding": [{"target", "pending", "forwarded", "failed", "dropped"}]}` ([`forward::TargetStats`]) |
-//! | `GET /healthz` | `ok` |
+//! | `GET /healthz` | `ok` (never needs a key, never rate limited) |
 //!
-//! | Flag | Environment | Default | What |
+//! Errors under `/api` are Tracia's `{"error": {"code", "message"}}`: 400
+//! `INVALID_REQUEST` / `MISSING_VARIABLES` / `MISSING_PROVIDER_KEY`, 401 `UNAUTHORIZED`,
+//! 404 `NOT_FOUND` (also for unknown `/api/v1` routes), 409 `CONFLICT`, 413
+//! `INVALID_REQUEST` (JSON bodies over 10 MiB), 429 `RATE_LIMITED`, 500
+//! `PROVIDER_ERROR`, 503 when the store fails.
+//!
+//! With API keys configured ([`AppState::with_api_keys`]), every route but `/healthz`
+//! needs `Authorization: Bearer <key>` (or the UI's cookie); see [`security`]. Prompt
+//! runs call providers with a `tracia` client ([`AppState::with_llm`]) configured by
+//! the `tracia` crate's environment variables (`OPENAI_API_KEY`, `OPENAI_BASE_URL`,
+//! `ANTHROPIC_API_KEY`, `GOOGLE_API_KEY`, `BEDROCK_API_KEY`, AWS credentials, …).
+//!
+//! ## Command line
+//!
+//! | Flag | Environment | Default | Meaning |
 //! |---|---|---|---|
-//! | `--http-addr` | `TRACIA_COLLECTOR_HTTP_ADDR` | `127.0.0.1:4318` | OTLP/HTTP, API and UI (loopback only) |
-//! | `--grpc-addr` | `TRACIA_COLLECTOR_GRPC_ADDR` | `127.0.0.1:4317` | OTLP/gRPC (loopback only) |
-//! | `--data-dir` | `TRACIA_COLLECTOR_DATA_DIR` | `./.tracia` | where the SQLite store lives |
-//! | `--retention` | `TRACIA_COLLECTOR_RETENTION` | `7d` | how long spans are kept (`30m`, `12h`, `7d`, `2w`, `forever`) |
+//! | `--http-addr ADDR` | `TRACIA_COLLECTOR_HTTP_ADDR` | `127.0.0.1:4318` | OTLP/HTTP, the API and the UI; beyond loopback only with an API key |
+//! | `--grpc-addr ADDR` | `TRACIA_COLLECTOR_GRPC_ADDR` | `127.0.0.1:4317` | OTLP/gRPC; beyond loopback only with an API key |
+//! | `--data-dir DIR` | `TRACIA_COLLECTOR_DATA_DIR` | `./.tracia` | where the SQLite store lives |
+//! | `--retention AGE` | `TRACIA_COLLECTOR_RETENTION` | `7d` | how long spans are kept (`30m`, `12h`, `7d`, `2w`, `forever`) |
+//! | `--api-key KEY` (repeatable) | `TRACIA_COLLECTOR_API_KEYS` (comma-separated) | none | keys every request but `/healthz` must present; in a browser, open `/?key=KEY` once |
+//! | `--rate-limit N` | `TRACIA_COLLECTOR_RATE_LIMIT` | `1000` | requests a second over the whole collector, 429 beyond; `0` for none |
 //! | `--forward-otlp URL` (repeatable) | `TRACIA_COLLECTOR_FORWARD_OTLP` (comma-separated) | none | also POST every received request, as OTLP/HTTP protobuf, to `URL/v1/traces` |
 //! | `--forward-tracia` | `TRACIA_COLLECTOR_FORWARD_TRACIA` | off | also send every GenAI span to Tracia (`POST /api/v1/spans`); needs `TRACIA_API_KEY`, uses `TRACIA_BASE_URL` (default `https://app.tracia.io`) |
 //!
@@ -53,6 +80,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use tower_http::decompression::RequestDecompressionLayer;
 
@@ -62,7 +90,10 @@ pub mod grpc;
 pub mod ingest;
 pub mod model;
 pub mod otlp;
+pub mod prompts;
+pub mod rest;
 mod schema;
+pub mod security;
 pub mod store;
 pub mod ui;
 
@@ -135,21 +166,36 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// Where spans are kept.
+    /// Where spans and prompts are kept.
     pub store: store::Store,
     /// Whether each received GenAI span is printed as one line to stdout.
     pub log_spans: bool,
     /// Where received spans are forwarded (nowhere by default).
     pub forward: Arc<forward::Forwarder>,
+    /// The client prompt runs call providers with.
+    pub llm: tracia::Tracia,
+    /// The keys every request must present; none means no authentication.
+    pub api_keys: security::ApiKeys,
+    /// The collector-wide rate limit, if any.
+    pub rate_limiter: Option<Arc<security::RateLimiter>>,
 }
 
 impl AppState {
-    /// Handlers over `store`, without span lines.
+    /// Handlers over `store`: no span lines, no API keys, the default rate limit, and a
+    /// provider client without keys (prompt runs answer `MISSING_PROVIDER_KEY` until
+    /// [`AppState::with_llm`] gives one).
     pub fn new(store: store::Store) -> Self {
         Self {
             store,
             log_spans: false,
             forward: Arc::default(),
+            llm: tracia::Tracia::builder()
+                .without_env()
+                .build()
+                // Only a malformed base URL fails, and the defaults are well formed.
+                .expect("the default provider client builds"),
+            api_keys: security::ApiKeys::default(),
+            rate_limiter: security::RateLimiter::new(security::DEFAULT_RATE_LIMIT).map(Arc::new),
         }
     }
 
@@ -164,6 +210,24 @@ impl AppState {
         self.forward = Arc::new(forwarder);
         self
     }
+
+    /// The client prompt runs use, e.g. `tracia::Tracia::from_env()`.
+    pub fn with_llm(mut self, llm: tracia::Tracia) -> Self {
+        self.llm = llm;
+        self
+    }
+
+    /// Requires one of `keys` on every request but `/healthz`.
+    pub fn with_api_keys(mut self, keys: security::ApiKeys) -> Self {
+        self.api_keys = keys;
+        self
+    }
+
+    /// At most `per_second` requests a second over the whole collector; 0 for no limit.
+    pub fn with_rate_limit(mut self, per_second: u32) -> Self {
+        self.rate_limiter = security::RateLimiter::new(per_second).map(Arc::new);
+        self
+    }
 }
 
 /// The collector's routes (see the crate docs).
@@ -176,23 +240,30 @@ pub fn app(state: AppState) -> Router {
         .layer(RequestDecompressionLayer::new());
     Router::new()
         .route("/healthz", get(api::healthz))
-        .route("/api/v1/spans", get(api::list_spans))
         .merge(ui::routes())
         .route("/api/ui/status", get(api::status))
+        .route("/api/ui/prompts/{slug}/versions", get(prompts::versions))
+        .merge(rest::routes())
         .merge(otlp)
+        // Outermost, so that it also covers unknown paths (no probing without a key).
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security::guard,
+        ))
         .with_state(state)
 }
 
-/// Refuses an address other than loopback: the collector has no authentication yet,
-/// so anyone who could reach it could read every prompt and answer it received.
-pub fn check_listen_addr(addr: SocketAddr) -> Result<(), String> {
-    if addr.ip().is_loopback() {
+/// Refuses to listen beyond loopback without API keys: anyone who could reach the
+/// collector could read every prompt and answer it received, and spend provider
+/// credit through prompt runs.
+pub fn check_listen_addr(addr: SocketAddr, has_api_keys: bool) -> Result<(), String> {
+    if addr.ip().is_loopback() || has_api_keys {
         Ok(())
     } else {
         Err(format!(
-            "refusing to listen on {addr}: tracia-collector has no authentication yet, so it only \
-             listens on a loopback address (e.g. 127.0.0.1:{port} or [::1]:{port})",
-            port = addr.port()
+            "refusing to listen on {addr} without an API key: anyone who can reach it could \
+             read every span and run prompts. Set one with --api-key <KEY> (or \
+             TRACIA_COLLECTOR_API_KEYS=k1,k2), or listen on loopback (e.g. 127.0.0.1:4318)"
         ))
     }
 }
@@ -210,12 +281,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_loopback_is_accepted() {
-        assert!(check_listen_addr("127.0.0.1:4318".parse().unwrap()).is_ok());
-        assert!(check_listen_addr("[::1]:4318".parse().unwrap()).is_ok());
-        let err = check_listen_addr("0.0.0.0:4318".parse().unwrap()).unwrap_err();
+    fn beyond_loopback_only_with_a_key() {
+        assert!(check_listen_addr("127.0.0.1:4318".parse().unwrap(), false).is_ok());
+        assert!(check_listen_addr("[::1]:4318".parse().unwrap(), false).is_ok());
+        assert!(check_listen_addr("0.0.0.0:4318".parse().unwrap(), true).is_ok());
+        let err = check_listen_addr("0.0.0.0:4318".parse().unwrap(), false).unwrap_err();
         assert!(
-            err.contains("0.0.0.0:4318") && err.contains("loopback"),
+            err.contains("0.0.0.0:4318") && err.contains("--api-key"),
             "{err}"
         );
     }

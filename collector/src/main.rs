@@ -11,6 +11,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracia_collector::forward::{DEFAULT_TRACIA_BASE_URL, Forwarder};
+use tracia_collector::security::{ApiKeys, DEFAULT_RATE_LIMIT};
 use tracia_collector::store::Store;
 use tracia_collector::{
     AppState, DEFAULT_DATA_DIR, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, app, check_listen_addr, grpc,
@@ -20,8 +21,14 @@ use tracia_collector::{
 /// How long spans still queued for forwarding may take to leave at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A local OTLP trace receiver (HTTP and gRPC) with a span API and page, for the tracia
-/// SDK and any OpenTelemetry SDK; it can forward what it receives to other backends.
+/// A self-hosted Tracia backend: an OTLP trace receiver (HTTP and gRPC), Tracia's REST
+/// API (spans, evaluations, prompts with versions and runs) and a web UI, for the tracia
+/// SDK, the official Tracia SDKs and any OpenTelemetry SDK; it can forward what it
+/// receives to other backends.
+///
+/// Prompt runs call providers with the keys and base URLs of the environment
+/// (OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY, GOOGLE_API_KEY, BEDROCK_API_KEY
+/// or AWS credentials, ...).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -42,6 +49,22 @@ struct Args {
     // treat the field as an optional argument of `Duration` (which panics when read).
     #[arg(long, env = "TRACIA_COLLECTOR_RETENTION", default_value = "7d", value_parser = parse_retention)]
     retention: std::option::Option<Duration>,
+
+    /// An API key every request must present (`Authorization: Bearer <KEY>`; in a
+    /// browser, open /?key=<KEY> once). Repeat for several; the environment variable
+    /// takes them comma-separated. Without any, there is no authentication.
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "TRACIA_COLLECTOR_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_keys: Vec<String>,
+
+    /// Most requests a second over the whole collector (answered 429 beyond); 0 for no limit.
+    #[arg(long, value_name = "N", env = "TRACIA_COLLECTOR_RATE_LIMIT", default_value_t = DEFAULT_RATE_LIMIT)]
+    rate_limit: u32,
 
     /// Also send every received trace request to this OTLP/HTTP receiver (a Jaeger,
     /// another collector), as protobuf to URL/v1/traces (URL is used as is when it
@@ -78,12 +101,26 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let api_keys = match ApiKeys::new(&args.api_keys) {
+        Ok(keys) => keys,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
     for addr in [args.http_addr, args.grpc_addr] {
-        if let Err(message) = check_listen_addr(addr) {
+        if let Err(message) = check_listen_addr(addr, !api_keys.is_empty()) {
             eprintln!("error: {message}");
             return ExitCode::from(2);
         }
     }
+    let llm = match tracia::Tracia::from_env() {
+        Ok(llm) => llm,
+        Err(e) => {
+            eprintln!("error: cannot configure the provider client: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let (http_listener, grpc_listener) = match (
         TcpListener::bind(args.http_addr).await,
         TcpListener::bind(args.grpc_addr).await,
@@ -108,9 +145,16 @@ async fn main() -> ExitCode {
     if let Some(keep) = args.retention {
         spawn_retention(store.clone(), keep);
     }
+    match api_keys.len() {
+        0 => tracing::info!("auth: none (no --api-key)"),
+        n => tracing::info!("auth: Authorization: Bearer <key>, {n} key(s)"),
+    }
     let state = AppState::new(store)
         .with_span_log(true)
-        .with_forwarder(forwarder);
+        .with_forwarder(forwarder)
+        .with_llm(llm)
+        .with_api_keys(api_keys)
+        .with_rate_limit(args.rate_limit);
     // Either server stopping (a signal, or a failure) stops the other one too.
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {

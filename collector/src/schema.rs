@@ -90,6 +90,30 @@ const MIGRATIONS: &[&str] = &[
         created_ns INTEGER NOT NULL
     );
     CREATE INDEX evaluations_span ON evaluations (span_id);",
+    // 2: prompts and their versions; a version holds the content and the model settings.
+    "CREATE TABLE prompts (
+        id TEXT PRIMARY KEY,
+        slug TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        description TEXT,
+        current_version INTEGER NOT NULL,
+        created_ns INTEGER NOT NULL,
+        updated_ns INTEGER NOT NULL
+    );
+    CREATE TABLE prompt_versions (
+        prompt_id TEXT NOT NULL REFERENCES prompts (id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        content TEXT NOT NULL,
+        variables TEXT NOT NULL,
+        provider TEXT,
+        model TEXT,
+        temperature REAL,
+        top_p REAL,
+        max_output_tokens INTEGER,
+        stop_sequences TEXT,
+        created_ns INTEGER NOT NULL,
+        PRIMARY KEY (prompt_id, version)
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

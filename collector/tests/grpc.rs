@@ -236,3 +236,34 @@ fn the_binary_refuses_bad_configuration() {
     assert!(stderr.contains("TRACIA_BASE_URL"), "{stderr}");
     assert!(!stderr.contains("tr_secret_key"), "{stderr}");
 }
+
+#[tokio::test]
+async fn grpc_needs_the_api_key_once_keys_are_set() {
+    let (_dir, state) = common::test_state();
+    let keys = tracia_collector::security::ApiKeys::new(["k-grpc-0123"]).unwrap();
+    let state = state.with_api_keys(keys);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(grpc::serve(listener, state.clone(), std::future::pending()));
+    let mut client = client(format!("http://{addr}")).await;
+    let request = || export_request(vec![chat_span(&TRACE_ID, &SPAN_ID, &[], false)]);
+
+    let refused = client.export(request()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let mut wrong = tonic::Request::new(request());
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Bearer nope".parse().unwrap());
+    assert_eq!(
+        client.export(wrong).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+    assert!(common::stored(&state).await.is_empty(), "nothing stored");
+
+    let mut keyed = tonic::Request::new(request());
+    keyed
+        .metadata_mut()
+        .insert("authorization", "Bearer k-grpc-0123".parse().unwrap());
+    client.export(keyed).await.unwrap();
+    assert_eq!(common::stored(&state).await.len(), 1);
+}

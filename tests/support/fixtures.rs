@@ -8,26 +8,24 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use serde_json::Value;
 
+/// The root crate's directory, also when a workspace member (the collector) includes
+/// this module: the nearest directory holding `tests/support/mod.rs`.
+fn root_crate_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|dir| dir.join("tests/support/mod.rs").is_file())
+        .expect("the tracia crate is an ancestor of every workspace member")
+}
+
 /// The fixture root. CI clones the repository with `shared/` beside it, so it
 /// is `../shared` relative to the repository root, both locally and in CI.
 pub fn fixtures_dir() -> PathBuf {
-    repo_root().join("../shared/fixtures/providers")
+    root_crate_dir().join("../shared/fixtures/providers")
 }
 
 /// The crate's own fixtures, same layout, each one's origin told in a README beside it.
 fn local_fixtures_dir() -> PathBuf {
-    repo_root().join("tests/fixtures/providers")
-}
-
-/// The `tracia` crate's directory, also when a workspace member (the collector)
-/// includes this support code from its own tests.
-fn repo_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if manifest.join("tests/support/mod.rs").exists() {
-        manifest.to_path_buf()
-    } else {
-        manifest.parent().unwrap_or(manifest).to_path_buf()
-    }
+    root_crate_dir().join("tests/fixtures/providers")
 }
 
 /// The directory holding fixture `name`: the shared one, else the crate's own.
