@@ -757,3 +757,86 @@ async fn prompts_with_their_versions() {
     );
     screenshot("prompt.png", &format!("{url}#/prompts/welcome-email"));
 }
+
+/// `target/<profile>/examples/quickstart`, built by `cargo test --workspace`.
+fn quickstart_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.ancestors().nth(2).expect("target/<profile>");
+    let bin = profile
+        .join("examples")
+        .join(format!("quickstart{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run the whole suite (`cargo test --workspace`), which builds the examples",
+        bin.display()
+    );
+    bin
+}
+
+/// The README's first run: the collector on its own, `quickstart` pointed at it by
+/// environment only; the trace it prints is in the REST API and on the UI's trace page.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quickstart_example_shows_up_in_the_api_and_the_ui() {
+    let collector = Collector::start();
+    let fake = FakeProvider::start().await;
+    fake.enqueue_fixture("openai/chat-1");
+    let endpoint = collector.url.trim_end_matches('/').to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(quickstart_binary())
+            .env_clear()
+            .args([
+                "--model",
+                "gpt-3.5-turbo",
+                "Tell me a joke about opentelemetry",
+            ])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+            .env("OTEL_SERVICE_NAME", "quickstart")
+            .env("OPENAI_BASE_URL", fake.base_url())
+            .env("OPENAI_API_KEY", "sk-test-0123456789abcdefghijklmnop")
+            .output()
+            .expect("quickstart runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "quickstart failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    let (span_id, trace_id) = last
+        .strip_prefix("span_id=")
+        .and_then(|rest| rest.split_once(" trace_id="))
+        .unwrap_or_else(|| panic!("no ids line: {stdout}"));
+
+    // The REST API returns the span (exported before quickstart exited).
+    let (status, span) = collector.get(&format!("api/v1/spans/{span_id}")).await;
+    assert_eq!(status, 200, "{span}");
+    assert_eq!(span["traceId"], trace_id);
+    assert_eq!(span["model"], "gpt-3.5-turbo");
+    assert_eq!(span["provider"], "openai");
+    assert_eq!(span["status"], "SUCCESS");
+    assert!(
+        span["output"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("couldn't handle the baggage"),
+        "{span}"
+    );
+
+    // The UI's trace page shows it, with its conversation.
+    collector.wait_for_trace(trace_id, 1).await;
+    let page = format!("{}#/trace/{trace_id}", collector.url);
+    let dom = dom(&page);
+    assert_has(
+        &dom,
+        &[
+            "chat gpt-3.5-turbo",
+            "Tell me a joke about opentelemetry",
+            "couldn't handle the baggage",
+            "quickstart",
+        ],
+    );
+    screenshot("quickstart.png", &page);
+}
