@@ -28,7 +28,9 @@ struct Args {
 
     /// How long spans are kept: `30m`, `12h`, `7d`, or `forever`.
     #[arg(long, env = "TRACIA_COLLECTOR_RETENTION", default_value = "7d", value_parser = parse_retention)]
-    retention: Option<Duration>,
+    // Spelled out so that clap takes the parser's `Option` as the value rather than
+    // as "the flag is optional" (which panics at startup on a type mismatch).
+    retention: ::std::option::Option<Duration>,
 }
 
 #[tokio::main]

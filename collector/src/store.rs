@@ -12,9 +12,11 @@
 //!   errors or a full disk), every write of the batch is answered with an error.
 //! - **Readers** use their own connections (WAL lets them read while the writer writes),
 //!   on Tokio's blocking pool; a few idle ones are kept for reuse.
-//! - **Pages** are cut by a cursor on the sort key plus the row id, so paging is stable
-//!   while spans arrive: no row is returned twice or skipped (rows that arrive during
-//!   paging show up on the pages their position belongs to).
+//! - **Pages** are cut by a cursor on the sort key plus the row id, so paging through
+//!   spans is stable while spans arrive: none is returned twice or skipped (spans that
+//!   arrive during paging show up on the pages their position belongs to). Traces and
+//!   sessions have sort keys that move as spans arrive: see [`Store::traces`] and
+//!   [`Store::sessions`].
 //! - **Schema** versions live in [`crate::schema`]; every value is a bound parameter,
 //!   never SQL text.
 
@@ -265,6 +267,9 @@ impl Store {
         // 64 MiB of page cache (default 2 MiB): the index pages touched by inserts stay
         // in memory as the store grows.
         conn.pragma_update(None, "cache_size", -65_536)?;
+        // Checkpoint every 32 MiB of WAL (default 4 MiB): index pages that many
+        // batches touch are copied into the database once, not once per batch.
+        conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
         schema::migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         std::thread::Builder::new()
@@ -525,9 +530,7 @@ fn prune_some(tx: &Transaction<'_>, cutoff: i64) -> rusqlite::Result<(usize, boo
     // Spans that went, as (span id, session id).
     let mut gone: Vec<(String, Option<String>)> = Vec::new();
     let traces: Vec<String> = tx
-        .prepare_cached(
-            "SELECT trace_id FROM traces WHERE start_ns < ?1 AND end_ns < ?1 LIMIT ?2",
-        )?
+        .prepare_cached("SELECT trace_id FROM traces WHERE start_ns < ?1 AND end_ns < ?1 LIMIT ?2")?
         .query_map(params![cutoff, PRUNE_CHUNK], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for trace_id in &traces {
@@ -585,7 +588,9 @@ fn recount_session(tx: &Transaction<'_>, session_id: &str) -> rusqlite::Result<(
         .prepare_cached(
             "SELECT count(*), min(start_ns), max(end_ns) FROM spans WHERE session_id = ?1",
         )?
-        .query_row(params![session_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        .query_row(params![session_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
     if spans == 0 || first.is_none() || last.is_none() {
         tx.prepare_cached("DELETE FROM session_traces WHERE session_id = ?1")?
             .execute(params![session_id])?;
@@ -1356,7 +1361,12 @@ mod tests {
         let first = SpanRecord {
             tags: vec!["a".into(), "a".into()],
             ..in_session(
-                llm(span("sp_1", Some("tr_1"), None, 1), "gpt-4o", (10, 5), Some(1.0)),
+                llm(
+                    span("sp_1", Some("tr_1"), None, 1),
+                    "gpt-4o",
+                    (10, 5),
+                    Some(1.0),
+                ),
                 "s1",
                 None,
             )
@@ -1469,7 +1479,12 @@ mod tests {
 
         // A trace where nothing is priced has no cost (rather than 0).
         store
-            .insert(vec![llm(span("sp_u", Some("tr_2"), None, 1), "m", (1, 1), None)])
+            .insert(vec![llm(
+                span("sp_u", Some("tr_2"), None, 1),
+                "m",
+                (1, 1),
+                None,
+            )])
             .await
             .unwrap();
         assert_eq!(summary(&store, "tr_2").await.cost_usd, None);
@@ -1482,22 +1497,44 @@ mod tests {
         let s1 = |s: SpanRecord| in_session(s, "s1", Some("u1"));
         store
             .insert(vec![
-                s1(llm(span("sp_a1", Some("tr_a"), None, 100), "m", (10, 1), Some(0.5))),
-                s1(llm(span("sp_a2", Some("tr_a"), Some("sp_a1"), 110), "m", (5, 1), None)),
-                s1(llm(span("sp_b1", Some("tr_b"), None, 300), "m", (1, 1), Some(0.25))),
+                s1(llm(
+                    span("sp_a1", Some("tr_a"), None, 100),
+                    "m",
+                    (10, 1),
+                    Some(0.5),
+                )),
+                s1(llm(
+                    span("sp_a2", Some("tr_a"), Some("sp_a1"), 110),
+                    "m",
+                    (5, 1),
+                    None,
+                )),
+                s1(llm(
+                    span("sp_b1", Some("tr_b"), None, 300),
+                    "m",
+                    (1, 1),
+                    Some(0.25),
+                )),
                 // A REST span sent without a trace.
                 s1(span("sp_x", None, None, 50)),
             ])
             .await
             .unwrap();
         store
-            .insert(vec![in_session(span("sp_c", Some("tr_c"), None, 500), "s2", None)])
+            .insert(vec![in_session(
+                span("sp_c", Some("tr_c"), None, 500),
+                "s2",
+                None,
+            )])
             .await
             .unwrap();
 
         let first = store.sessions(Some(1), None).await.unwrap();
         assert_eq!(first.items.len(), 1);
-        assert_eq!(first.items[0].session_id, "s2", "most recently active first");
+        assert_eq!(
+            first.items[0].session_id, "s2",
+            "most recently active first"
+        );
         assert_eq!(first.items[0].cost_usd, None);
         let second = store.sessions(Some(1), first.next_cursor).await.unwrap();
         assert_eq!(second.next_cursor, None);
@@ -1536,14 +1573,22 @@ mod tests {
         let a = SpanRecord {
             prompt_slug: Some("p1".into()),
             ..tagged(
-                in_session(llm(span("a", None, None, 100), "m1", (1, 1), None), "s1", Some("u1")),
+                in_session(
+                    llm(span("a", None, None, 100), "m1", (1, 1), None),
+                    "s1",
+                    Some("u1"),
+                ),
                 &["x", "y"],
             )
         };
         let b = SpanRecord {
             status: SpanStatus::Error,
             ..tagged(
-                in_session(llm(span("b", None, None, 200), "m2", (1, 1), None), "s2", Some("u2")),
+                in_session(
+                    llm(span("b", None, None, 200), "m2", (1, 1), None),
+                    "s2",
+                    Some("u2"),
+                ),
                 &["x"],
             )
         };
@@ -1565,30 +1610,140 @@ mod tests {
         let some = |s: &str| Some(s.to_owned());
         let cases: Vec<(SpanQuery, Vec<&str>)> = vec![
             (q(), vec!["e", "d", "c", "b", "a"]),
-            (SpanQuery { prompt_slug: some("p1"), ..q() }, vec!["e", "a"]),
-            (SpanQuery { status: Some(SpanStatus::Error), ..q() }, vec!["b"]),
-            (SpanQuery { status: Some(SpanStatus::Success), ..q() }, vec!["e", "d", "c", "a"]),
             (
-                SpanQuery { start_unix_nano: Some(200), end_unix_nano: Some(400), ..q() },
+                SpanQuery {
+                    prompt_slug: some("p1"),
+                    ..q()
+                },
+                vec!["e", "a"],
+            ),
+            (
+                SpanQuery {
+                    status: Some(SpanStatus::Error),
+                    ..q()
+                },
+                vec!["b"],
+            ),
+            (
+                SpanQuery {
+                    status: Some(SpanStatus::Success),
+                    ..q()
+                },
+                vec!["e", "d", "c", "a"],
+            ),
+            (
+                SpanQuery {
+                    start_unix_nano: Some(200),
+                    end_unix_nano: Some(400),
+                    ..q()
+                },
                 vec!["d", "c", "b"],
             ),
-            (SpanQuery { user_id: some("u1"), ..q() }, vec!["d", "a"]),
-            (SpanQuery { session_id: some("s1"), ..q() }, vec!["a"]),
-            (SpanQuery { model: some("m1"), ..q() }, vec!["d", "a"]),
-            (SpanQuery { model: some("nope"), ..q() }, vec![]),
-            (SpanQuery { genai_only: true, ..q() }, vec!["e", "d", "b", "a"]),
-            (SpanQuery { tags: tags(&["x"]), ..q() }, vec!["e", "b", "a"]),
-            (SpanQuery { tags: tags(&["x", "y"]), ..q() }, vec!["e", "a"]),
-            (SpanQuery { tags: tags(&["y", "x"]), ..q() }, vec!["e", "a"]),
-            (SpanQuery { tags: tags(&["x", "y", "z"]), ..q() }, vec!["e"]),
-            (SpanQuery { tags: tags(&["x", "nope"]), ..q() }, vec![]),
-            (SpanQuery { tags: tags(&["x"]), model: some("m1"), ..q() }, vec!["a"]),
             (
-                SpanQuery { tags: tags(&["y"]), start_unix_nano: Some(150), end_unix_nano: Some(400), ..q() },
+                SpanQuery {
+                    user_id: some("u1"),
+                    ..q()
+                },
+                vec!["d", "a"],
+            ),
+            (
+                SpanQuery {
+                    session_id: some("s1"),
+                    ..q()
+                },
+                vec!["a"],
+            ),
+            (
+                SpanQuery {
+                    model: some("m1"),
+                    ..q()
+                },
+                vec!["d", "a"],
+            ),
+            (
+                SpanQuery {
+                    model: some("nope"),
+                    ..q()
+                },
+                vec![],
+            ),
+            (
+                SpanQuery {
+                    genai_only: true,
+                    ..q()
+                },
+                vec!["e", "d", "b", "a"],
+            ),
+            (
+                SpanQuery {
+                    tags: tags(&["x"]),
+                    ..q()
+                },
+                vec!["e", "b", "a"],
+            ),
+            (
+                SpanQuery {
+                    tags: tags(&["x", "y"]),
+                    ..q()
+                },
+                vec!["e", "a"],
+            ),
+            (
+                SpanQuery {
+                    tags: tags(&["y", "x"]),
+                    ..q()
+                },
+                vec!["e", "a"],
+            ),
+            (
+                SpanQuery {
+                    tags: tags(&["x", "y", "z"]),
+                    ..q()
+                },
+                vec!["e"],
+            ),
+            (
+                SpanQuery {
+                    tags: tags(&["x", "nope"]),
+                    ..q()
+                },
+                vec![],
+            ),
+            (
+                SpanQuery {
+                    tags: tags(&["x"]),
+                    model: some("m1"),
+                    ..q()
+                },
+                vec!["a"],
+            ),
+            (
+                SpanQuery {
+                    tags: tags(&["y"]),
+                    start_unix_nano: Some(150),
+                    end_unix_nano: Some(400),
+                    ..q()
+                },
                 vec!["c"],
             ),
-            (SpanQuery { tags: tags(&["x"]), genai_only: true, status: Some(SpanStatus::Success), ..q() }, vec!["e", "a"]),
-            (SpanQuery { user_id: some("u1"), model: some("m1"), prompt_slug: some("p1"), ..q() }, vec!["a"]),
+            (
+                SpanQuery {
+                    tags: tags(&["x"]),
+                    genai_only: true,
+                    status: Some(SpanStatus::Success),
+                    ..q()
+                },
+                vec!["e", "a"],
+            ),
+            (
+                SpanQuery {
+                    user_id: some("u1"),
+                    model: some("m1"),
+                    prompt_slug: some("p1"),
+                    ..q()
+                },
+                vec!["a"],
+            ),
         ];
         for (query, expected) in cases {
             let described = format!("{query:?}");
@@ -1612,7 +1767,11 @@ mod tests {
                 span("r1", Some("t1"), None, 100),
                 SpanRecord {
                     tags: vec!["x".into()],
-                    ..in_session(llm(span("c1", Some("t1"), Some("r1"), 110), "m1", (1, 1), None), "s1", Some("u1"))
+                    ..in_session(
+                        llm(span("c1", Some("t1"), Some("r1"), 110), "m1", (1, 1), None),
+                        "s1",
+                        Some("u1"),
+                    )
                 },
                 span("r2", Some("t2"), None, 200),
                 SpanRecord {
@@ -1627,13 +1786,56 @@ mod tests {
         let some = |s: &str| Some(s.to_owned());
         let cases: Vec<(TraceQuery, Vec<&str>)> = vec![
             (q(), vec!["t3", "t2", "t1"]),
-            (TraceQuery { model: some("m1"), ..q() }, vec!["t1"]),
-            (TraceQuery { status: Some(SpanStatus::Error), ..q() }, vec!["t2"]),
-            (TraceQuery { status: Some(SpanStatus::Success), ..q() }, vec!["t3", "t1"]),
-            (TraceQuery { session_id: some("s1"), ..q() }, vec!["t3", "t1"]),
-            (TraceQuery { user_id: some("u1"), ..q() }, vec!["t1"]),
-            (TraceQuery { tag: some("x"), ..q() }, vec!["t1"]),
-            (TraceQuery { since_unix_nano: Some(150), until_unix_nano: Some(250), ..q() }, vec!["t2"]),
+            (
+                TraceQuery {
+                    model: some("m1"),
+                    ..q()
+                },
+                vec!["t1"],
+            ),
+            (
+                TraceQuery {
+                    status: Some(SpanStatus::Error),
+                    ..q()
+                },
+                vec!["t2"],
+            ),
+            (
+                TraceQuery {
+                    status: Some(SpanStatus::Success),
+                    ..q()
+                },
+                vec!["t3", "t1"],
+            ),
+            (
+                TraceQuery {
+                    session_id: some("s1"),
+                    ..q()
+                },
+                vec!["t3", "t1"],
+            ),
+            (
+                TraceQuery {
+                    user_id: some("u1"),
+                    ..q()
+                },
+                vec!["t1"],
+            ),
+            (
+                TraceQuery {
+                    tag: some("x"),
+                    ..q()
+                },
+                vec!["t1"],
+            ),
+            (
+                TraceQuery {
+                    since_unix_nano: Some(150),
+                    until_unix_nano: Some(250),
+                    ..q()
+                },
+                vec!["t2"],
+            ),
         ];
         for (query, expected) in cases {
             let described = format!("{query:?}");
@@ -1656,7 +1858,14 @@ mod tests {
         for by_tag in [false, true] {
             let (_dir, store) = open();
             let originals: Vec<SpanRecord> = (0..25)
-                .map(|i| tagged(span(&format!("o{i:02}"), Some(&format!("tr{i}")), None, i / 2 * 10)))
+                .map(|i| {
+                    tagged(span(
+                        &format!("o{i:02}"),
+                        Some(&format!("tr{i}")),
+                        None,
+                        i / 2 * 10,
+                    ))
+                })
                 .collect();
             store.insert(originals.clone()).await.unwrap();
             let query = |cursor: Option<String>| SpanQuery {
@@ -1691,9 +1900,15 @@ mod tests {
             assert_eq!(page3.next_cursor, None);
             seen.extend(page3.items.clone());
 
-            assert_eq!((page1.items.len(), page2.items.len(), page3.items.len()), (10, 10, 7));
+            assert_eq!(
+                (page1.items.len(), page2.items.len(), page3.items.len()),
+                (10, 10, 7)
+            );
             let starts: Vec<i64> = seen.iter().map(|s| s.start_unix_nano).collect();
-            assert!(starts.windows(2).all(|w| w[0] >= w[1]), "newest first: {starts:?}");
+            assert!(
+                starts.windows(2).all(|w| w[0] >= w[1]),
+                "newest first: {starts:?}"
+            );
             let mut got: Vec<&str> = ids(&seen);
             got.sort_unstable();
             let mut expected: Vec<&str> = ids(&originals);
@@ -1707,7 +1922,14 @@ mod tests {
     async fn trace_pages_are_stable_while_traces_arrive() {
         let (_dir, store) = open();
         let originals: Vec<SpanRecord> = (0..25)
-            .map(|i| span(&format!("s{i}"), Some(&format!("t{i:02}")), None, i / 2 * 10))
+            .map(|i| {
+                span(
+                    &format!("s{i}"),
+                    Some(&format!("t{i:02}")),
+                    None,
+                    i / 2 * 10,
+                )
+            })
             .collect();
         store.insert(originals).await.unwrap();
         let query = |cursor| TraceQuery {
@@ -1723,8 +1945,18 @@ mod tests {
             cursor = page.next_cursor;
             store
                 .insert(vec![
-                    span(&format!("n{newer}"), Some(&format!("new{newer}")), None, newer),
-                    span(&format!("o{older}"), Some(&format!("old{older}")), None, older),
+                    span(
+                        &format!("n{newer}"),
+                        Some(&format!("new{newer}")),
+                        None,
+                        newer,
+                    ),
+                    span(
+                        &format!("o{older}"),
+                        Some(&format!("old{older}")),
+                        None,
+                        older,
+                    ),
                 ])
                 .await
                 .unwrap();
@@ -1746,7 +1978,12 @@ mod tests {
                 // Ended before the cutoff (500): goes, with its tags and evaluations.
                 SpanRecord {
                     tags: vec!["old".into()],
-                    ..s1(llm(span("old_root", Some("tr_old"), None, 100), "m", (5, 5), Some(1.0)))
+                    ..s1(llm(
+                        span("old_root", Some("tr_old"), None, 100),
+                        "m",
+                        (5, 5),
+                        Some(1.0),
+                    ))
                 },
                 s1(span("old_child", Some("tr_old"), Some("old_root"), 150)),
                 // Started before the cutoff but a span of it ends after: kept whole.
@@ -1759,7 +1996,12 @@ mod tests {
                 s1(span("lone_old", None, None, 100)),
                 in_session(span("lone_new", None, None, 800), "s2", None),
                 // Newer: kept.
-                s1(llm(span("new_root", Some("tr_new"), None, 700), "m", (2, 1), Some(0.5))),
+                s1(llm(
+                    span("new_root", Some("tr_new"), None, 700),
+                    "m",
+                    (2, 1),
+                    Some(0.5),
+                )),
                 // A session with only old spans: goes.
                 in_session(span("s3_old", Some("tr_s3"), None, 10), "s3", None),
             ])
@@ -1826,7 +2068,10 @@ mod tests {
             })
             .collect();
         store.insert(old).await.unwrap();
-        store.insert(vec![span("keep", Some("tr_keep"), None, n + 100)]).await.unwrap();
+        store
+            .insert(vec![span("keep", Some("tr_keep"), None, n + 100)])
+            .await
+            .unwrap();
         assert_eq!(store.prune(n + 50).await.unwrap(), 2 * n as usize);
         assert_eq!(list(&store, SpanQuery::default()).await, ["keep"]);
     }
@@ -1901,7 +2146,10 @@ mod tests {
             Err(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
         ));
         assert!(matches!(panicking.await, Err(StoreError::Panicked)));
-        assert_eq!(list(&store, SpanQuery::default()).await, ["a", "last", "gate"]);
+        assert_eq!(
+            list(&store, SpanQuery::default()).await,
+            ["a", "last", "gate"]
+        );
     }
 
     #[tokio::test]
@@ -1922,7 +2170,10 @@ mod tests {
         assert!(matches!(after.await, Err(StoreError::Commit(_))));
         assert_eq!(list(&store, SpanQuery::default()).await, ["gate"]);
         // The writer goes on.
-        store.insert(vec![span("later", None, None, 4)]).await.unwrap();
+        store
+            .insert(vec![span("later", None, None, 4)])
+            .await
+            .unwrap();
         assert_eq!(list(&store, SpanQuery::default()).await, ["later", "gate"]);
     }
 
@@ -1948,23 +2199,105 @@ mod tests {
         let q = SpanQuery::default;
         let spans: Vec<(SpanQuery, &str)> = vec![
             (q(), "spans_start"),
-            (SpanQuery { cursor: cursor.clone(), ..q() }, "spans_start"),
-            (SpanQuery { start_unix_nano: Some(1), end_unix_nano: Some(2), ..q() }, "spans_start"),
-            (SpanQuery { session_id: some("s"), ..q() }, "spans_session"),
-            (SpanQuery { session_id: some("s"), cursor: cursor.clone(), ..q() }, "spans_session"),
-            (SpanQuery { user_id: some("u"), ..q() }, "spans_user"),
-            (SpanQuery { model: some("m"), ..q() }, "spans_model"),
-            (SpanQuery { model: some("m"), cursor: cursor.clone(), ..q() }, "spans_model"),
-            (SpanQuery { prompt_slug: some("p"), ..q() }, "spans_prompt"),
-            (SpanQuery { status: Some(SpanStatus::Error), ..q() }, "spans_status"),
-            (SpanQuery { tags: vec!["t".into()], ..q() }, "SEARCH t USING PRIMARY KEY"),
-            (SpanQuery { tags: vec!["t".into(), "u".into()], cursor: cursor.clone(), ..q() }, "SEARCH t USING PRIMARY KEY"),
+            (
+                SpanQuery {
+                    cursor: cursor.clone(),
+                    ..q()
+                },
+                "spans_start",
+            ),
+            (
+                SpanQuery {
+                    start_unix_nano: Some(1),
+                    end_unix_nano: Some(2),
+                    ..q()
+                },
+                "spans_start",
+            ),
+            (
+                SpanQuery {
+                    session_id: some("s"),
+                    ..q()
+                },
+                "spans_session",
+            ),
+            (
+                SpanQuery {
+                    session_id: some("s"),
+                    cursor: cursor.clone(),
+                    ..q()
+                },
+                "spans_session",
+            ),
+            (
+                SpanQuery {
+                    user_id: some("u"),
+                    ..q()
+                },
+                "spans_user",
+            ),
+            (
+                SpanQuery {
+                    model: some("m"),
+                    ..q()
+                },
+                "spans_model",
+            ),
+            (
+                SpanQuery {
+                    model: some("m"),
+                    cursor: cursor.clone(),
+                    ..q()
+                },
+                "spans_model",
+            ),
+            (
+                SpanQuery {
+                    prompt_slug: some("p"),
+                    ..q()
+                },
+                "spans_prompt",
+            ),
+            (
+                SpanQuery {
+                    status: Some(SpanStatus::Error),
+                    ..q()
+                },
+                "spans_status",
+            ),
+            (
+                SpanQuery {
+                    tags: vec!["t".into()],
+                    ..q()
+                },
+                "SEARCH t USING PRIMARY KEY",
+            ),
+            (
+                SpanQuery {
+                    tags: vec!["t".into(), "u".into()],
+                    cursor: cursor.clone(),
+                    ..q()
+                },
+                "SEARCH t USING PRIMARY KEY",
+            ),
         ];
         let t = TraceQuery::default;
         let traces: Vec<(TraceQuery, &str)> = vec![
             (t(), "traces_start"),
-            (TraceQuery { cursor: cursor.clone(), ..t() }, "traces_start"),
-            (TraceQuery { model: some("m"), ..t() }, "spans_trace (trace_id=? AND model=?)"),
+            (
+                TraceQuery {
+                    cursor: cursor.clone(),
+                    ..t()
+                },
+                "traces_start",
+            ),
+            (
+                TraceQuery {
+                    model: some("m"),
+                    ..t()
+                },
+                "spans_trace (trace_id=? AND model=?)",
+            ),
         ];
         let mut selects: Vec<(Select, &str)> = Vec::new();
         for (query, index) in spans {
@@ -1974,7 +2307,10 @@ mod tests {
             selects.push((traces_select(&query).unwrap(), index));
         }
         selects.push((sessions_select(None, None).unwrap(), "sessions_last"));
-        selects.push((sessions_select(None, cursor.as_deref()).unwrap(), "sessions_last"));
+        selects.push((
+            sessions_select(None, cursor.as_deref()).unwrap(),
+            "sessions_last",
+        ));
         let conn = open_reader(store.path()).unwrap();
         for (select, index) in &selects {
             let mut stmt = conn
