@@ -29,7 +29,7 @@ const INSERT_BATCH: u64 = 512;
 const END_NS: i64 = 1_767_225_600_000_000_000;
 const WEEK_NS: i64 = 7 * 86_400 * 1_000_000_000;
 /// Bumped when the schema or the generator change, so a stale cache is rebuilt.
-const DATA_VERSION: u32 = 2;
+const DATA_VERSION: u32 = 3;
 
 const MODELS: [(&str, &str); 6] = [
     ("gpt-4o", "openai"),
@@ -39,6 +39,8 @@ const MODELS: [(&str, &str); 6] = [
     ("claude-haiku-4-5", "anthropic"),
     ("gemini-2.5-flash", "google"),
 ];
+/// One trace in 10 000 uses it: a filter that matches almost nothing.
+const RARE_MODEL: &str = "gpt-4.1";
 const TAGS: [&str; 8] = [
     "prod", "staging", "beta", "eval", "vip", "mobile", "web", "batch",
 ];
@@ -104,7 +106,11 @@ fn trace(n: u64, start: i64) -> Vec<SpanRecord> {
     let span_id = |i: u64| format!("sp_{:016x}", mix(n * TRACE_SPANS + i) | 1);
     let root_id = span_id(0);
     let mut spans = Vec::with_capacity(TRACE_SPANS as usize);
-    let (model, provider) = MODELS[(r % MODELS.len() as u64) as usize];
+    let (model, provider) = if n % 10_000 == 5_000 {
+        (RARE_MODEL, "openai")
+    } else {
+        MODELS[(r % MODELS.len() as u64) as usize]
+    };
     let input_tokens = 200 + (r >> 8) as i64 % 2000;
     let output_tokens = 20 + (r >> 20) as i64 % 600;
     let llm_start = start + 2_000_000;
@@ -246,6 +252,13 @@ fn queries(c: &mut Criterion) {
             },
         ),
         (
+            "rare model filter",
+            SpanQuery {
+                model: some(RARE_MODEL),
+                ..SpanQuery::default()
+            },
+        ),
+        (
             "tag filter",
             SpanQuery {
                 tags: vec!["vip".into()],
@@ -274,20 +287,45 @@ fn queries(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("traces (200k traces, page of 50)");
     let trace_queries = [
-        ("first page", TraceQuery::default()),
+        ("first page", TraceQuery::default(), 50),
         (
             "model filter",
             TraceQuery {
                 model: some("claude-haiku-4-5"),
                 ..TraceQuery::default()
             },
+            50,
+        ),
+        (
+            "rare model filter",
+            TraceQuery {
+                model: some(RARE_MODEL),
+                ..TraceQuery::default()
+            },
+            20,
+        ),
+        (
+            "user filter",
+            TraceQuery {
+                user_id: some("user_7"),
+                ..TraceQuery::default()
+            },
+            50,
+        ),
+        (
+            "tag filter",
+            TraceQuery {
+                tag: some("vip"),
+                ..TraceQuery::default()
+            },
+            50,
         ),
     ];
-    for (name, query) in trace_queries {
+    for (name, query, expected) in trace_queries {
         group.bench_function(name, |b| {
             b.iter(|| {
                 let page = rt.block_on(store.traces(query.clone())).unwrap();
-                assert_eq!(page.items.len(), 50);
+                assert_eq!(page.items.len(), expected);
             })
         });
     }

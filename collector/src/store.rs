@@ -1095,8 +1095,11 @@ fn spans_select(q: &SpanQuery) -> Result<Select> {
     })
 }
 
-const TRACE_COLUMNS: &str = "trace_id, root_name, service_name, start_ns, end_ns, span_count, \
-    llm_count, error_count, models, input_tokens, output_tokens, cost_usd, session_id, user_id";
+/// The columns [`trace_from_row`] reads.
+const TRACE_COLUMNS: &str = "traces.trace_id, traces.root_name, traces.service_name, \
+    traces.start_ns, traces.end_ns, traces.span_count, traces.llm_count, traces.error_count, \
+    traces.models, traces.input_tokens, traces.output_tokens, traces.cost_usd, \
+    traces.session_id, traces.user_id";
 
 fn trace_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TraceSummary> {
     let models: Option<String> = row.get(8)?;
@@ -1121,60 +1124,114 @@ fn trace_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TraceSummary> {
 }
 
 fn list_traces(conn: &Connection, q: &TraceQuery) -> Result<Page<TraceSummary>> {
-    traces_select(q)?.page(conn, |row| {
+    traces_select(conn, q)?.page(conn, |row| {
         let trace = trace_from_row(row)?;
         let key = trace.start_unix_nano;
         Ok((trace, key, row.get(14)?))
     })
 }
 
-fn traces_select(q: &TraceQuery) -> Result<Select> {
+/// A trace filter on the trace's spans (or sessions): the matching trace ids read
+/// through an index (`candidates`), and the same test for one trace (`probe`). Each
+/// has one `?`, the filter's value.
+struct SpanCondition {
+    candidates: &'static str,
+    probe: &'static str,
+}
+
+const BY_MODEL: SpanCondition = SpanCondition {
+    candidates: "SELECT s.trace_id FROM spans s WHERE s.model = ?",
+    probe: "EXISTS (SELECT 1 FROM spans s INDEXED BY spans_trace
+             WHERE s.trace_id = traces.trace_id AND s.model = ?)",
+};
+
+const BY_USER: SpanCondition = SpanCondition {
+    candidates: "SELECT s.trace_id FROM spans s WHERE s.user_id = ?",
+    probe: "EXISTS (SELECT 1 FROM spans s INDEXED BY spans_trace
+             WHERE s.trace_id = traces.trace_id AND s.user_id = ?)",
+};
+
+const BY_TAG: SpanCondition = SpanCondition {
+    candidates: "SELECT s.trace_id FROM span_tags t CROSS JOIN spans s ON s.row_id = t.row_id
+                 WHERE t.tag = ?",
+    probe: "EXISTS (SELECT 1 FROM spans s INDEXED BY spans_trace
+             WHERE s.trace_id = traces.trace_id AND EXISTS (SELECT 1 FROM span_tags t
+               WHERE t.tag = ? AND t.start_ns = s.start_ns AND t.row_id = s.row_id))",
+};
+
+const BY_SESSION: SpanCondition = SpanCondition {
+    candidates: "SELECT st.trace_id FROM session_traces st WHERE st.session_id = ?",
+    probe: "EXISTS (SELECT 1 FROM session_traces st
+             WHERE st.session_id = ? AND st.trace_id = traces.trace_id)",
+};
+
+/// Below this many matching rows, a trace filter drives the query from its matches
+/// (then sorted); above, the trace list is read in order and each trace probed, which
+/// finds a page quickly because matches are common.
+const FEW_CANDIDATES: i64 = 5000;
+
+/// How many rows `condition` matches, counted up to [`FEW_CANDIDATES`].
+fn count_candidates(conn: &Connection, condition: &SpanCondition, value: &str) -> Result<i64> {
+    let sql = format!(
+        "SELECT count(*) FROM ({} LIMIT ?2)",
+        condition.candidates.replacen('?', "?1", 1)
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    Ok(stmt.query_row(params![value, FEW_CANDIDATES], |r| r.get(0))?)
+}
+
+fn traces_select(conn: &Connection, q: &TraceQuery) -> Result<Select> {
     let page = page_size(q.limit);
     let mut f = Filter::default();
-    if let Some(v) = &q.model {
-        f.add(
-            "EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = traces.trace_id AND s.model = ?)",
-            v.clone(),
-        );
+    let conditions: Vec<(&SpanCondition, &String)> = [
+        (&BY_MODEL, &q.model),
+        (&BY_USER, &q.user_id),
+        (&BY_TAG, &q.tag),
+        (&BY_SESSION, &q.session_id),
+    ]
+    .into_iter()
+    .filter_map(|(condition, value)| Some((condition, value.as_ref()?)))
+    .collect();
+    // The rarest condition, when rare enough, drives the query.
+    let mut driver: Option<(usize, i64)> = None;
+    for (i, (condition, value)) in conditions.iter().enumerate() {
+        let n = count_candidates(conn, condition, value)?;
+        if n < FEW_CANDIDATES && driver.is_none_or(|(_, fewest)| n < fewest) {
+            driver = Some((i, n));
+        }
+    }
+    let mut from = "traces".to_owned();
+    for (i, (condition, value)) in conditions.iter().enumerate() {
+        if driver.is_some_and(|(d, _)| d == i) {
+            let candidates = condition
+                .candidates
+                .replacen('?', &f.bind((*value).clone()), 1);
+            from = format!(
+                "(SELECT DISTINCT trace_id FROM ({candidates})) c
+                 CROSS JOIN traces ON traces.trace_id = c.trace_id"
+            );
+        } else {
+            f.add(condition.probe, (*value).clone());
+        }
     }
     match q.status {
-        Some(SpanStatus::Error) => f.clauses.push("error_count > 0".into()),
-        Some(SpanStatus::Success) => f.clauses.push("error_count = 0".into()),
+        Some(SpanStatus::Error) => f.clauses.push("traces.error_count > 0".into()),
+        Some(SpanStatus::Success) => f.clauses.push("traces.error_count = 0".into()),
         None => {}
     }
-    if let Some(v) = &q.session_id {
-        f.add(
-            "trace_id IN (SELECT trace_id FROM session_traces WHERE session_id = ?)",
-            v.clone(),
-        );
-    }
-    if let Some(v) = &q.user_id {
-        f.add(
-            "EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = traces.trace_id AND s.user_id = ?)",
-            v.clone(),
-        );
-    }
-    if let Some(v) = &q.tag {
-        f.add(
-            "EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = traces.trace_id AND EXISTS
-              (SELECT 1 FROM span_tags t
-               WHERE t.tag = ? AND t.start_ns = s.start_ns AND t.row_id = s.row_id))",
-            v.clone(),
-        );
-    }
     if let Some(v) = q.since_unix_nano {
-        f.add("start_ns >= ?", v);
+        f.add("traces.start_ns >= ?", v);
     }
     if let Some(v) = q.until_unix_nano {
-        f.add("start_ns <= ?", v);
+        f.add("traces.start_ns <= ?", v);
     }
     if let Some(cursor) = &q.cursor {
-        f.after_cursor(cursor, "start_ns", "rowid")?;
+        f.after_cursor(cursor, "traces.start_ns", "traces.rowid")?;
     }
     let (filter, limit) = f.where_and_limit(page);
     let sql = format!(
-        "SELECT {TRACE_COLUMNS}, rowid FROM traces {filter}
-         ORDER BY start_ns DESC, rowid DESC {limit}"
+        "SELECT {TRACE_COLUMNS}, traces.rowid FROM {from} {filter}
+         ORDER BY traces.start_ns DESC, traces.rowid DESC {limit}"
     );
     Ok(Select {
         sql,
@@ -2192,8 +2249,9 @@ mod tests {
     /// the matches, which would read all of them), through the expected index.
     #[tokio::test]
     async fn list_queries_read_an_index_in_page_order() {
-        // (async only for the store's writer; the plans are read directly)
         let (_dir, store) = open();
+        store.insert(many_matching_traces()).await.unwrap();
+        let conn = open_reader(store.path()).unwrap();
         let some = |s: &str| Some(s.to_owned());
         let cursor = some("100_7");
         let q = SpanQuery::default;
@@ -2282,6 +2340,7 @@ mod tests {
             ),
         ];
         let t = TraceQuery::default;
+        // Filters with many matches: the traces are read in order and probed.
         let traces: Vec<(TraceQuery, &str)> = vec![
             (t(), "traces_start"),
             (
@@ -2298,20 +2357,40 @@ mod tests {
                 },
                 "spans_trace (trace_id=? AND model=?)",
             ),
+            (
+                TraceQuery {
+                    user_id: some("u"),
+                    ..t()
+                },
+                "spans_trace (trace_id=?)",
+            ),
+            (
+                TraceQuery {
+                    tag: some("x"),
+                    ..t()
+                },
+                "spans_trace (trace_id=?)",
+            ),
+            (
+                TraceQuery {
+                    session_id: some("s"),
+                    ..t()
+                },
+                "st EXISTS USING PRIMARY KEY (session_id=? AND trace_id=?)",
+            ),
         ];
         let mut selects: Vec<(Select, &str)> = Vec::new();
         for (query, index) in spans {
             selects.push((spans_select(&query).unwrap(), index));
         }
         for (query, index) in traces {
-            selects.push((traces_select(&query).unwrap(), index));
+            selects.push((traces_select(&conn, &query).unwrap(), index));
         }
         selects.push((sessions_select(None, None).unwrap(), "sessions_last"));
         selects.push((
             sessions_select(None, cursor.as_deref()).unwrap(),
             "sessions_last",
         ));
-        let conn = open_reader(store.path()).unwrap();
         for (select, index) in &selects {
             let mut stmt = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {}", select.sql))
@@ -2325,5 +2404,190 @@ mod tests {
             assert!(!plan.contains("TEMP B-TREE"), "{}\n{plan}", select.sql);
             assert!(plan.contains(index), "{index}: {}\n{plan}", select.sql);
         }
+    }
+
+    /// [`FEW_CANDIDATES`] traces and a few more of one span each, all with model `m`,
+    /// user `u`, tag `x`, session `s`, starting at 0, 1, 2, …
+    fn many_matching_traces() -> Vec<SpanRecord> {
+        (0..FEW_CANDIDATES + 5)
+            .map(|i| SpanRecord {
+                tags: vec!["x".into()],
+                ..in_session(
+                    llm(
+                        span(&format!("sp{i}"), Some(&format!("tr{i}")), None, i),
+                        "m",
+                        (1, 1),
+                        None,
+                    ),
+                    "s",
+                    Some("u"),
+                )
+            })
+            .collect()
+    }
+
+    /// Trace filters matching many spans (read in order, each trace probed) and few
+    /// (driven from the matches), alone and combined.
+    #[tokio::test]
+    async fn trace_filters_with_many_and_few_matches() {
+        let (_dir, store) = open();
+        let mut spans = many_matching_traces();
+        let newest = FEW_CANDIDATES + 5;
+        // One more recent trace with a rare model, user, tag and session, whose root
+        // has none of them; and a recent trace matching nothing.
+        spans.push(span("rare_root", Some("tr_rare"), None, newest + 10));
+        spans.push(SpanRecord {
+            tags: vec!["rare".into(), "x".into()],
+            ..in_session(
+                llm(
+                    span("rare", Some("tr_rare"), Some("rare_root"), newest + 11),
+                    "m-rare",
+                    (1, 1),
+                    None,
+                ),
+                "s-rare",
+                Some("u-rare"),
+            )
+        });
+        spans.push(span("other", Some("tr_other"), None, newest + 20));
+        store.insert(spans).await.unwrap();
+
+        let some = |s: &str| Some(s.to_owned());
+        let many: Vec<String> = (FEW_CANDIDATES + 2..FEW_CANDIDATES + 5)
+            .rev()
+            .map(|i| format!("tr{i}"))
+            .collect();
+        let t = TraceQuery::default;
+        let cases: Vec<(TraceQuery, Vec<String>)> = vec![
+            (
+                TraceQuery {
+                    model: some("m"),
+                    ..t()
+                },
+                many.clone(),
+            ),
+            (
+                TraceQuery {
+                    user_id: some("u"),
+                    ..t()
+                },
+                many.clone(),
+            ),
+            (
+                TraceQuery {
+                    session_id: some("s"),
+                    ..t()
+                },
+                many.clone(),
+            ),
+            (
+                TraceQuery {
+                    tag: some("x"),
+                    ..t()
+                },
+                [vec!["tr_rare".to_owned()], many[..2].to_vec()].concat(),
+            ),
+            (
+                TraceQuery {
+                    model: some("m"),
+                    user_id: some("u"),
+                    tag: some("x"),
+                    session_id: some("s"),
+                    ..t()
+                },
+                many.clone(),
+            ),
+            (
+                TraceQuery {
+                    model: some("m-rare"),
+                    ..t()
+                },
+                vec!["tr_rare".into()],
+            ),
+            (
+                TraceQuery {
+                    user_id: some("u-rare"),
+                    ..t()
+                },
+                vec!["tr_rare".into()],
+            ),
+            (
+                TraceQuery {
+                    session_id: some("s-rare"),
+                    ..t()
+                },
+                vec!["tr_rare".into()],
+            ),
+            (
+                TraceQuery {
+                    tag: some("rare"),
+                    ..t()
+                },
+                vec!["tr_rare".into()],
+            ),
+            (
+                TraceQuery {
+                    tag: some("x"),
+                    model: some("m-rare"),
+                    ..t()
+                },
+                vec!["tr_rare".into()],
+            ),
+            (
+                TraceQuery {
+                    model: some("m"),
+                    user_id: some("u-rare"),
+                    ..t()
+                },
+                vec![],
+            ),
+            (
+                TraceQuery {
+                    model: some("m-rare"),
+                    status: Some(SpanStatus::Error),
+                    ..t()
+                },
+                vec![],
+            ),
+            (
+                TraceQuery {
+                    model: some("m"),
+                    until_unix_nano: Some(2),
+                    ..t()
+                },
+                vec!["tr2".into(), "tr1".into(), "tr0".into()],
+            ),
+        ];
+        for (query, expected) in cases {
+            let described = format!("{query:?}");
+            let page = store
+                .traces(TraceQuery {
+                    limit: Some(3),
+                    ..query
+                })
+                .await
+                .unwrap();
+            let got: Vec<_> = page.items.iter().map(|t| t.trace_id.clone()).collect();
+            assert_eq!(got, expected, "{described}");
+        }
+        // Paging a few-matches filter goes on from its cursor like any other.
+        let first = store
+            .traces(TraceQuery {
+                tag: some("x"),
+                limit: Some(1),
+                ..t()
+            })
+            .await
+            .unwrap();
+        let second = store
+            .traces(TraceQuery {
+                tag: some("x"),
+                limit: Some(1),
+                cursor: first.next_cursor,
+                ..t()
+            })
+            .await
+            .unwrap();
+        assert_eq!(second.items[0].trace_id, many[0]);
     }
 }
