@@ -1131,27 +1131,31 @@ fn list_traces(conn: &Connection, q: &TraceQuery) -> Result<Page<TraceSummary>> 
     })
 }
 
-/// A trace filter on the trace's spans (or sessions): the matching trace ids read
-/// through an index (`candidates`), and the same test for one trace (`probe`). Each
-/// has one `?`, the filter's value.
+/// A trace filter on the trace's spans (or sessions): its matching rows read from an
+/// index alone (`matches`, to count them), the matching trace ids (`candidates`), and
+/// the same test for one trace (`probe`). Each has one `?`, the filter's value.
 struct SpanCondition {
+    matches: &'static str,
     candidates: &'static str,
     probe: &'static str,
 }
 
 const BY_MODEL: SpanCondition = SpanCondition {
+    matches: "SELECT 1 FROM spans s WHERE s.model = ?",
     candidates: "SELECT s.trace_id FROM spans s WHERE s.model = ?",
     probe: "EXISTS (SELECT 1 FROM spans s INDEXED BY spans_trace
              WHERE s.trace_id = traces.trace_id AND s.model = ?)",
 };
 
 const BY_USER: SpanCondition = SpanCondition {
+    matches: "SELECT 1 FROM spans s WHERE s.user_id = ?",
     candidates: "SELECT s.trace_id FROM spans s WHERE s.user_id = ?",
     probe: "EXISTS (SELECT 1 FROM spans s INDEXED BY spans_trace
              WHERE s.trace_id = traces.trace_id AND s.user_id = ?)",
 };
 
 const BY_TAG: SpanCondition = SpanCondition {
+    matches: "SELECT 1 FROM span_tags t WHERE t.tag = ?",
     candidates: "SELECT s.trace_id FROM span_tags t CROSS JOIN spans s ON s.row_id = t.row_id
                  WHERE t.tag = ?",
     probe: "EXISTS (SELECT 1 FROM spans s INDEXED BY spans_trace
@@ -1160,6 +1164,7 @@ const BY_TAG: SpanCondition = SpanCondition {
 };
 
 const BY_SESSION: SpanCondition = SpanCondition {
+    matches: "SELECT 1 FROM session_traces st WHERE st.session_id = ?",
     candidates: "SELECT st.trace_id FROM session_traces st WHERE st.session_id = ?",
     probe: "EXISTS (SELECT 1 FROM session_traces st
              WHERE st.session_id = ? AND st.trace_id = traces.trace_id)",
@@ -1174,7 +1179,7 @@ const FEW_CANDIDATES: i64 = 5000;
 fn count_candidates(conn: &Connection, condition: &SpanCondition, value: &str) -> Result<i64> {
     let sql = format!(
         "SELECT count(*) FROM ({} LIMIT ?2)",
-        condition.candidates.replacen('?', "?1", 1)
+        condition.matches.replacen('?', "?1", 1)
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     Ok(stmt.query_row(params![value, FEW_CANDIDATES], |r| r.get(0))?)
