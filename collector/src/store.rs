@@ -270,6 +270,8 @@ impl Store {
         // Checkpoint every 32 MiB of WAL (default 4 MiB): index pages that many
         // batches touch are copied into the database once, not once per batch.
         conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
+        // ... and the WAL file is cut back to 64 MiB after a checkpoint.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         schema::migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         std::thread::Builder::new()
