@@ -117,24 +117,32 @@ pub fn parse_retention(text: &str) -> Result<Option<Duration>, String> {
     if text.eq_ignore_ascii_case("forever") {
         return Ok(None);
     }
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
+    let (number, unit) = match text.char_indices().last() {
+        Some((at, unit)) => (&text[..at], unit),
+        None => ("", ' '),
+    };
+    let seconds: u64 = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        'w' => 7 * 86_400,
         _ => 0,
     };
-    match number.parse::<u64>() {
-        Ok(n) if n > 0 && seconds > 0 => Ok(Some(Duration::from_secs(n * seconds))),
+    match number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(seconds))
+    {
+        Some(total) if total > 0 => Ok(Some(Duration::from_secs(total))),
         _ => Err(format!(
             "invalid retention {text:?}: expected a number and a unit (30m, 12h, 7d, 2w) or `forever`"
         )),
     }
 }
 
-/// Deletes spans older than `keep` now and then every hour, in the background.
+/// Deletes what ended more than `keep` ago ([`store::Store::prune`]) now and then
+/// every hour, in the background.
 pub fn spawn_retention(store: store::Store, keep: Duration) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(RETENTION_SWEEP);

@@ -141,7 +141,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!("store: {}", store.path().display());
+    println!("store: {}", store.path().display());
     if let Some(keep) = args.retention {
         spawn_retention(store.clone(), keep);
     }

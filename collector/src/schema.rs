@@ -1,6 +1,7 @@
 //! The store's schema, as numbered migrations recorded in SQLite's `user_version`: a
 //! database is brought from whatever version it has to the latest, each step in its
-//! own transaction. Append new steps; never edit a released one.
+//! own transaction. Append new steps; never edit a released one. (Migration 1 was last
+//! changed before any release: partial filter indexes and `span_tags.start_ns`.)
 
 use rusqlite::Connection;
 
@@ -32,17 +33,24 @@ const MIGRATIONS: &[&str] = &[
         prompt_version INTEGER,
         body TEXT NOT NULL
     );
-    CREATE INDEX spans_start ON spans (start_ns, row_id);
-    CREATE INDEX spans_trace ON spans (trace_id);
-    CREATE INDEX spans_session ON spans (session_id, start_ns);
-    CREATE INDEX spans_user ON spans (user_id, start_ns);
-    CREATE INDEX spans_model ON spans (model, start_ns);
-    CREATE INDEX spans_prompt ON spans (prompt_slug, start_ns);
+    -- Every list is newest first by (start_ns, row_id): each filter index ends with
+    -- start_ns (and SQLite appends the rowid), so a filtered page is an index range read
+    -- in order. Most spans are application spans without a model, session, user or
+    -- prompt: those indexes are partial (`col = ?` implies `col IS NOT NULL`).
+    CREATE INDEX spans_start ON spans (start_ns);
+    -- A trace's spans; with the model, the trace list's model filter is one probe.
+    CREATE INDEX spans_trace ON spans (trace_id, model);
+    CREATE INDEX spans_session ON spans (session_id, start_ns) WHERE session_id IS NOT NULL;
+    CREATE INDEX spans_user ON spans (user_id, start_ns) WHERE user_id IS NOT NULL;
+    CREATE INDEX spans_model ON spans (model, start_ns) WHERE model IS NOT NULL;
+    CREATE INDEX spans_prompt ON spans (prompt_slug, start_ns) WHERE prompt_slug IS NOT NULL;
     CREATE INDEX spans_status ON spans (status, start_ns);
+    -- A tag's spans newest first straight from the primary key (start_ns is the span's).
     CREATE TABLE span_tags (
         tag TEXT NOT NULL,
+        start_ns INTEGER NOT NULL,
         row_id INTEGER NOT NULL REFERENCES spans (row_id) ON DELETE CASCADE,
-        PRIMARY KEY (tag, row_id)
+        PRIMARY KEY (tag, start_ns, row_id)
     ) WITHOUT ROWID;
     CREATE INDEX span_tags_row ON span_tags (row_id);
     CREATE TABLE traces (

@@ -159,8 +159,10 @@ async fn the_binary_serves_http_and_grpc() {
             }
         }
     });
+    // The span lines, after the listening line and the store's path.
     let next_line = || lines.recv_timeout(Duration::from_secs(20)).unwrap();
     let line = next_line();
+    assert!(next_line().starts_with("store: "));
     assert!(line.starts_with("tracia-collector listening: "), "{line}");
     let traces_url = url_after(&line, "OTLP/HTTP");
     let grpc_url = url_after(&line, "OTLP/gRPC");

@@ -44,8 +44,7 @@ async fn the_official_python_sdk_works_against_the_collector() {
     let data = tempfile::tempdir().unwrap();
     let key = "collector-test-key-0123456789";
     let mut child = Command::new(env!("CARGO_BIN_EXE_tracia-collector"))
-        .arg("--http-addr")
-        .arg("127.0.0.1:0")
+        .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data.path())
         .arg("--api-key")

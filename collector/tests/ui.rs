@@ -42,6 +42,8 @@ impl Collector {
             .args([
                 "--http-addr",
                 "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
                 "--retention",
                 "forever",
                 "--data-dir",
