@@ -95,6 +95,7 @@ pub mod rest;
 mod schema;
 pub mod security;
 pub mod store;
+mod time;
 pub mod ui;
 
 /// The default data directory (relative to the working directory).

@@ -22,11 +22,11 @@ use serde_json::{Map, Value, json};
 use tracia::{ErrorCode, Message, Provider, Role, RunLocal};
 
 use crate::AppState;
-use crate::api::iso8601;
 use crate::model::{self, CreateSpan, SpanRecord};
 use crate::rest::{
     ApiError, ApiJson, now_unix_nano, parse_span_id, parse_trace_id, path, query, store_spans,
 };
+use crate::time::iso8601;
 
 /// The `/api/v1/prompts` routes.
 pub fn routes() -> Router<AppState> {

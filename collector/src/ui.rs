@@ -25,9 +25,10 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::api::{error_response, iso8601, parse_iso8601};
+use crate::api::error_response;
 use crate::model::{SpanRecord, SpanStatus};
 use crate::store::{SessionSummary, StoreError, TraceQuery, TraceSummary};
+use crate::time::{iso8601, parse_iso8601};
 
 /// The page's Content-Security-Policy: its own script, stylesheet and API only; no
 /// inline script or style, no frames, no form posts.
