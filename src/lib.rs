@@ -9,6 +9,15 @@
 //! to Tracia's REST API, or to both. Calls made inside your own `#[instrument]` spans
 //! become their children, so the app and its LLM calls form one trace.
 //!
+//! The calls, all on [`Tracia`]:
+//! - [`Tracia::run_local`] / [`Tracia::run_local_stream`]: chat with OpenAI (and any
+//!   OpenAI-compatible server), Anthropic, Google Gemini or Amazon Bedrock, the provider
+//!   resolved from the model name; tools, structured output, `{{variables}}`.
+//! - [`Tracia::run_embedding`]: embeddings (OpenAI, Gemini, Bedrock Titan and Cohere,
+//!   Voyage).
+//! - [`Tracia::run_responses`] / [`Tracia::run_responses_stream`]: OpenAI's Responses API.
+//! - [`Tracia::create_session`]: calls chained into one trace.
+//!
 //! ```no_run
 //! use tracia::{RunLocal, Tracia};
 //!
