@@ -96,6 +96,7 @@ mod message;
 mod openai;
 mod openai_responses;
 mod pricing;
+pub mod propagation;
 mod provider;
 mod responses;
 mod responses_stream;

@@ -368,3 +368,59 @@ async fn a_quiet_filter_never_drops_llm_spans() {
         "the filtered-out app span is skipped, not a dangling parent"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handler_joins_the_trace_and_conversation_of_incoming_headers() {
+    let (fake, otlp) = (FakeProvider::start().await, OtlpReceiver::start().await);
+    fake.enqueue_fixture("openai/chat-1");
+    let guard = pipeline(Some(&otlp), None);
+    let _sub = install(&guard);
+
+    // What an upstream service sent.
+    let mut incoming = http::HeaderMap::new();
+    incoming.insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    incoming.insert(
+        "baggage",
+        "session.id=conv_7,user.id=user_42".parse().unwrap(),
+    );
+
+    let handler = tracing::info_span!("handle_request");
+    tracia::propagation::set_parent_from(&handler, &incoming);
+    let who = tracia::propagation::conversation(&tracia::propagation::extract(&incoming));
+    let input = RunLocal::new("gpt-3.5-turbo")
+        .user("hi")
+        .session_id(who.session_id.unwrap())
+        .user_id(who.user_id.unwrap());
+    client(&fake)
+        .run_local(input)
+        .instrument(handler.clone())
+        .await
+        .unwrap();
+    drop(handler);
+    guard.flush().await;
+
+    let spans = otlp.wait_for_spans(2, WAIT).await;
+    let handler = spans.iter().find(|s| s.name == "handle_request").unwrap();
+    let chat = spans
+        .iter()
+        .find(|s| s.name == "chat gpt-3.5-turbo")
+        .unwrap();
+    assert_eq!(handler.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(handler.parent_span_id, "00f067aa0ba902b7");
+    assert_eq!(chat.trace_id, handler.trace_id);
+    assert_eq!(chat.parent_span_id, handler.span_id);
+    assert_eq!(chat.attr_str("session.id"), Some("conv_7"));
+    assert_eq!(chat.attr_str("user.id"), Some("user_42"));
+    // The provider request continues the same trace.
+    let sent = &fake.requests().await[0];
+    let traceparent = sent.header("traceparent").unwrap();
+    assert!(
+        traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{traceparent}"
+    );
+}
