@@ -33,6 +33,7 @@ use crate::variables;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 const DEFAULT_AWS_REGION: &str = "eu-central-1";
+const DEFAULT_TRACIA_BASE_URL: &str = "https://app.tracia.io";
 
 /// The Tracia client: runs LLM calls, each one an OpenTelemetry GenAI span.
 ///
@@ -63,6 +64,8 @@ struct Inner {
     aws_credentials: Option<AwsCredentials>,
     timeout: Duration,
     span_settings: SpanSettings,
+    tracia_api_key: Option<SecretString>,
+    tracia_base_url: reqwest::Url,
 }
 
 /// Builds a [`Tracia`] client. Anything not set in code falls back to the environment
@@ -90,6 +93,8 @@ pub struct TraciaBuilder {
     semconv: Option<SemconvMode>,
     http: Option<reqwest::Client>,
     no_env: bool,
+    tracia_api_key: Option<SecretString>,
+    tracia_base_url: Option<String>,
 }
 
 impl TraciaBuilder {
@@ -157,6 +162,30 @@ impl TraciaBuilder {
         self
     }
 
+    /// The Tracia API key for [`Tracia::prompts`] and [`Tracia::spans`] (instead of
+    /// `TRACIA_API_KEY`).
+    ///
+    /// ```
+    /// let tracia = tracia::Tracia::builder().without_env().with_tracia_api_key("tr_test").build().unwrap();
+    /// # drop(tracia);
+    /// ```
+    pub fn with_tracia_api_key(mut self, key: impl Into<String>) -> Self {
+        self.tracia_api_key = Some(SecretString::from(key.into()));
+        self
+    }
+
+    /// The Tracia API base URL (instead of `TRACIA_BASE_URL`, default
+    /// `https://app.tracia.io`).
+    ///
+    /// ```
+    /// let tracia = tracia::Tracia::builder().with_tracia_base_url("http://127.0.0.1:4318").build().unwrap();
+    /// # drop(tracia);
+    /// ```
+    pub fn with_tracia_base_url(mut self, url: impl Into<String>) -> Self {
+        self.tracia_base_url = Some(url.into());
+        self
+    }
+
     /// Ignores the environment: only what is set in code counts.
     pub fn without_env(mut self) -> Self {
         self.no_env = true;
@@ -215,8 +244,25 @@ impl TraciaBuilder {
                     )
                 })?,
         };
+        let tracia_api_key = self
+            .tracia_api_key
+            .or_else(|| from_env("TRACIA_API_KEY").map(SecretString::from));
+        let tracia_base_url = self
+            .tracia_base_url
+            .or_else(|| from_env("TRACIA_BASE_URL"))
+            .unwrap_or_else(|| DEFAULT_TRACIA_BASE_URL.to_owned());
+        let tracia_base_url = reqwest::Url::parse(&tracia_base_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "Invalid Tracia base URL '{tracia_base_url}': expected an http(s) URL"
+                ))
+            })?;
         Ok(Tracia {
             inner: Arc::new(Inner {
+                tracia_api_key,
+                tracia_base_url,
                 http,
                 api_keys,
                 base_urls,
@@ -616,6 +662,14 @@ impl Tracia {
 
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.inner.http
+    }
+
+    pub(crate) fn tracia_api_key(&self) -> Option<&SecretString> {
+        self.inner.tracia_api_key.as_ref()
+    }
+
+    pub(crate) fn tracia_base_url(&self) -> &reqwest::Url {
+        &self.inner.tracia_base_url
     }
 
     pub(crate) fn default_timeout(&self) -> Duration {

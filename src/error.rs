@@ -163,6 +163,12 @@ impl Error {
         self
     }
 
+    /// Keeps the code exactly as the server sent it (also when it is unknown).
+    pub(crate) fn with_raw_code(mut self, raw: impl Into<String>) -> Self {
+        self.inner.raw_code = Some(raw.into());
+        self
+    }
+
     pub(crate) fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
         self.inner.retry_after = retry_after;
         self

@@ -100,6 +100,7 @@ pub mod propagation;
 mod provider;
 mod responses;
 mod responses_stream;
+mod rest;
 mod run;
 mod semconv;
 mod session;
@@ -125,6 +126,11 @@ pub use pricing::{cost_usd, pricing_source};
 pub use provider::Provider;
 pub use responses::{ResponsesResult, ResponsesToolCall, RunResponses};
 pub use responses_stream::{ResponsesEvent, ResponsesStream};
+pub use rest::{
+    CreatePrompt, Evaluate, Evaluation, ListSpans, Prompt, PromptListItem, PromptMessage,
+    PromptUsage, Prompts, RunMessage, RunPrompt, RunPromptResult, Span, SpanListItem, SpanPage,
+    Spans, UpdatePrompt,
+};
 pub use run::{FinishReason, RunLocal, RunResult};
 pub use semconv::SemconvMode;
 pub use session::Session;

@@ -70,7 +70,7 @@ pub(crate) async fn send(
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare from LLM APIs and is ignored).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get(http::header::RETRY_AFTER)?
         .to_str()

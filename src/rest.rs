@@ -1,0 +1,821 @@
+//! The Tracia REST API: prompts (`/api/v1/prompts`) and spans (`/api/v1/spans`).
+//!
+//! Every call is a CLIENT span (`prompts.get {slug}`, `spans.list`, …) whose context
+//! goes out as `traceparent`, so the server's work joins the caller's trace.
+
+use std::collections::BTreeMap;
+
+use futures::{Stream, StreamExt, TryStreamExt, stream};
+use reqwest::Method;
+use secrecy::ExposeSecret;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::client::Tracia;
+use crate::error::{Error, ErrorCode, Result};
+use crate::transport;
+
+/// The prompts of the Tracia project, from [`Tracia::prompts`].
+///
+/// ```no_run
+/// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+/// for prompt in tracia.prompts().list().await? {
+///     println!("{} v{}", prompt.slug, prompt.current_version);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Prompts<'a> {
+    tracia: &'a Tracia,
+}
+
+/// The spans stored by Tracia, from [`Tracia::spans`].
+///
+/// ```no_run
+/// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+/// let page = tracia.spans().list(tracia::ListSpans { limit: Some(10), ..Default::default() }).await?;
+/// println!("{} spans, more: {}", page.spans.len(), page.next_cursor.is_some());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Spans<'a> {
+    tracia: &'a Tracia,
+}
+
+impl Tracia {
+    /// The Tracia prompts API (needs `TRACIA_API_KEY` or
+    /// [`TraciaBuilder::with_tracia_api_key`](crate::TraciaBuilder::with_tracia_api_key)).
+    ///
+    /// ```no_run
+    /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// let prompt = tracia.prompts().get("welcome-email").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn prompts(&self) -> Prompts<'_> {
+        Prompts { tracia: self }
+    }
+
+    /// The Tracia spans API.
+    ///
+    /// ```no_run
+    /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// let span = tracia.spans().get("sp_0123456789abcdef").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn spans(&self) -> Spans<'_> {
+        Spans { tracia: self }
+    }
+}
+
+/// One message of a prompt template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptMessage {
+    /// Message id (the server assigns one when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// The template text, with `{{variable}}` placeholders.
+    pub content: String,
+}
+
+impl PromptMessage {
+    /// A message without id.
+    ///
+    /// ```
+    /// let m = tracia::PromptMessage::new("user", "Hi {{name}}");
+    /// assert_eq!(m.role, "user");
+    /// ```
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            id: None,
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// A prompt as listed by `GET /prompts` (a [`Prompt`] without its content).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct PromptListItem {
+    /// Server id.
+    #[serde(default)]
+    pub id: String,
+    /// The slug, the prompt's name in URLs.
+    pub slug: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `OPENAI`, `ANTHROPIC`, `GOOGLE` or `AMAZON_BEDROCK`.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Model id.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Sampling temperature.
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling.
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    /// Output token cap.
+    #[serde(default)]
+    pub max_output_tokens: Option<u64>,
+    /// Model configuration id (older servers, instead of provider/model).
+    #[serde(default)]
+    pub model_configuration_id: Option<String>,
+    /// The latest version number.
+    #[serde(default)]
+    pub current_version: u32,
+    /// The template's variables.
+    #[serde(default)]
+    pub variables: Vec<String>,
+    /// ISO-8601 creation time.
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// ISO-8601 update time.
+    #[serde(default)]
+    pub updated_at: Option<String>,
+}
+
+/// A prompt with its template messages.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct Prompt {
+    /// Every field but the content.
+    #[serde(flatten)]
+    pub info: PromptListItem,
+    /// The template messages.
+    #[serde(default)]
+    pub content: Vec<PromptMessage>,
+}
+
+/// The body of `prompts().create`.
+///
+/// ```
+/// let p = tracia::CreatePrompt::new("Welcome", vec![tracia::PromptMessage::new("user", "Hi {{name}}")]);
+/// assert!(p.slug.is_none());
+/// ```
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatePrompt {
+    /// Display name (required).
+    pub name: String,
+    /// Slug; the server derives it from the name when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
+    /// Description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Template messages (required).
+    pub content: Vec<PromptMessage>,
+}
+
+impl CreatePrompt {
+    /// A prompt with a name and content.
+    pub fn new(name: impl Into<String>, content: Vec<PromptMessage>) -> Self {
+        Self {
+            name: name.into(),
+            content,
+            ..Self::default()
+        }
+    }
+}
+
+/// The body of `prompts().update`; absent fields are left unchanged, new content
+/// makes a new version.
+///
+/// ```
+/// let u = tracia::UpdatePrompt { description: Some(String::new()), ..Default::default() };
+/// # drop(u);
+/// ```
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdatePrompt {
+    /// New name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New slug.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
+    /// New description (empty clears it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// New content (a new version).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<Vec<PromptMessage>>,
+}
+
+/// A conversation message of `prompts().run` (request and response).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunMessage {
+    /// Role.
+    pub role: String,
+    /// Text, or content parts as the server sends them.
+    #[serde(default)]
+    pub content: serde_json::Value,
+    /// The tool call a `tool` message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// The tool's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
+}
+
+/// The options of `prompts().run`; every field is optional, empty ones are not sent.
+///
+/// ```
+/// let run = tracia::RunPrompt::default().variable("name", "Ada");
+/// assert_eq!(run.variables["name"], "Ada");
+/// ```
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunPrompt {
+    /// Template variables.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
+    /// The version to run (latest when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// Overrides the prompt's model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// A full conversation; template rendering is skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<RunMessage>>,
+    /// Tags.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// End user id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Session id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Tracia trace id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// Tracia parent span id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_span_id: Option<String>,
+}
+
+impl RunPrompt {
+    /// Adds a template variable.
+    pub fn variable(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.variables.insert(name.into(), value.into());
+        self
+    }
+}
+
+/// Token counts of a server-side run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptUsage {
+    /// Input tokens.
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Output tokens.
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// Total tokens.
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+/// The result of `prompts().run`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct RunPromptResult {
+    /// The reply (absent when the model only called tools).
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Tracia span id of the run.
+    #[serde(default)]
+    pub span_id: String,
+    /// Tracia trace id of the run.
+    #[serde(default)]
+    pub trace_id: String,
+    /// The prompt version that ran.
+    #[serde(default)]
+    pub prompt_version: Option<u32>,
+    /// Latency.
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    /// Token counts.
+    #[serde(default)]
+    pub usage: PromptUsage,
+    /// Cost in USD, computed by the server.
+    #[serde(default)]
+    pub cost: Option<f64>,
+    /// `stop`, `max_tokens` or `tool_calls`.
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    /// Tool calls, as the server sends them.
+    #[serde(default)]
+    pub tool_calls: Option<serde_json::Value>,
+    /// Parsed structured output.
+    #[serde(default)]
+    pub structured_output: Option<serde_json::Value>,
+    /// The rendered input plus the reply, for the next turn.
+    #[serde(default)]
+    pub messages: Vec<RunMessage>,
+}
+
+/// Filters and paging of `spans().list`.
+///
+/// ```
+/// let q = tracia::ListSpans { prompt_slug: Some("welcome".into()), limit: Some(20), ..Default::default() };
+/// # drop(q);
+/// ```
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListSpans {
+    /// Only spans of this prompt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_slug: Option<String>,
+    /// `SUCCESS` or `ERROR`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// ISO-8601 lower bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_date: Option<String>,
+    /// ISO-8601 upper bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_date: Option<String>,
+    /// End user id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Session id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Tags, all required (sent comma-separated).
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "comma_separated"
+    )]
+    pub tags: Vec<String>,
+    /// Page size (server default 50, max 100).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The previous page's `next_cursor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+fn comma_separated<S: serde::Serializer>(tags: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&tags.join(","))
+}
+
+/// A span as listed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct SpanListItem {
+    /// Server id.
+    #[serde(default)]
+    pub id: String,
+    /// Tracia span id.
+    pub span_id: String,
+    /// Tracia trace id.
+    #[serde(default)]
+    pub trace_id: Option<String>,
+    /// Parent span id.
+    #[serde(default)]
+    pub parent_span_id: Option<String>,
+    /// Prompt slug (none for `run_local`).
+    #[serde(default)]
+    pub prompt_slug: Option<String>,
+    /// Model.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// `SUCCESS` or `ERROR`.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Latency.
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    /// Input tokens.
+    #[serde(default)]
+    pub input_tokens: Option<u64>,
+    /// Output tokens.
+    #[serde(default)]
+    pub output_tokens: Option<u64>,
+    /// Total tokens.
+    #[serde(default)]
+    pub total_tokens: Option<u64>,
+    /// Cost in USD.
+    #[serde(default)]
+    pub cost: Option<f64>,
+    /// ISO-8601 creation time.
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+/// One page of `spans().list`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct SpanPage {
+    /// The spans.
+    #[serde(default)]
+    pub spans: Vec<SpanListItem>,
+    /// Pass as `cursor` for the next page; `None` on the last one.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+/// A span with its details.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Span {
+    /// The list fields.
+    #[serde(flatten)]
+    pub item: SpanListItem,
+    /// Prompt version.
+    #[serde(default)]
+    pub prompt_version: Option<u32>,
+    /// Lowercase provider.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// The input (`{"messages": […]}` or `{"text": […]}`).
+    #[serde(default)]
+    pub input: serde_json::Value,
+    /// Variables.
+    #[serde(default)]
+    pub variables: Option<serde_json::Value>,
+    /// Output text.
+    #[serde(default)]
+    pub output: Option<String>,
+    /// Error message.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// End user id.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// Session id.
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+/// The body of `spans().evaluate`.
+///
+/// ```
+/// let e = tracia::Evaluate::new("quality", 1.0).note("good");
+/// assert_eq!(e.note.as_deref(), Some("good"));
+/// ```
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Evaluate {
+    /// Evaluator key (`quality`).
+    pub evaluator_key: String,
+    /// Score: 1 positive, 0 negative.
+    pub value: f64,
+    /// Note.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Evaluate {
+    /// An evaluation without note.
+    pub fn new(evaluator_key: impl Into<String>, value: f64) -> Self {
+        Self {
+            evaluator_key: evaluator_key.into(),
+            value,
+            note: None,
+        }
+    }
+
+    /// Adds a note.
+    pub fn note(mut self, note: impl Into<String>) -> Self {
+        self.note = Some(note.into());
+        self
+    }
+}
+
+/// The stored evaluation.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Evaluation {
+    /// Server id.
+    #[serde(default)]
+    pub id: String,
+    /// Evaluator key.
+    #[serde(default)]
+    pub evaluator_key: String,
+    /// Evaluator display name.
+    #[serde(default)]
+    pub evaluator_name: Option<String>,
+    /// Score.
+    #[serde(default)]
+    pub value: f64,
+    /// `api`, `sdk` or `dashboard`.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Note.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// ISO-8601 creation time.
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PromptList {
+    #[serde(default)]
+    prompts: Vec<PromptListItem>,
+}
+
+impl Prompts<'_> {
+    /// Every prompt.
+    pub async fn list(&self) -> Result<Vec<PromptListItem>> {
+        let span = client_span("prompts.list", None);
+        let list: PromptList = call(self.tracia, Method::GET, &["prompts"], NO_BODY, span).await?;
+        Ok(list.prompts)
+    }
+
+    /// One prompt with its content.
+    pub async fn get(&self, slug: &str) -> Result<Prompt> {
+        let span = client_span("prompts.get", Some(slug));
+        call(self.tracia, Method::GET, &["prompts", slug], NO_BODY, span).await
+    }
+
+    /// Creates a prompt (version 1); a taken slug is `CONFLICT`.
+    pub async fn create(&self, prompt: CreatePrompt) -> Result<Prompt> {
+        let span = client_span("prompts.create", prompt.slug.as_deref());
+        call(self.tracia, Method::POST, &["prompts"], Some(&prompt), span).await
+    }
+
+    /// Updates a prompt; new content makes a new version.
+    pub async fn update(&self, slug: &str, update: UpdatePrompt) -> Result<Prompt> {
+        let span = client_span("prompts.update", Some(slug));
+        call(
+            self.tracia,
+            Method::PUT,
+            &["prompts", slug],
+            Some(&update),
+            span,
+        )
+        .await
+    }
+
+    /// Deletes a prompt and every version.
+    pub async fn delete(&self, slug: &str) -> Result<()> {
+        let span = client_span("prompts.delete", Some(slug));
+        let _: serde::de::IgnoredAny = call(
+            self.tracia,
+            Method::DELETE,
+            &["prompts", slug],
+            NO_BODY,
+            span,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Runs a prompt on the server.
+    pub async fn run(&self, slug: &str, run: RunPrompt) -> Result<RunPromptResult> {
+        let span = client_span("prompts.run", Some(slug));
+        if let Some(version) = run.version {
+            span.record("gen_ai.prompt.version", version);
+        }
+        let result: RunPromptResult = call(
+            self.tracia,
+            Method::POST,
+            &["prompts", slug, "run"],
+            Some(&run),
+            span.clone(),
+        )
+        .await?;
+        if let Some(version) = result.prompt_version {
+            span.record("gen_ai.prompt.version", version);
+        }
+        Ok(result)
+    }
+}
+
+impl Spans<'_> {
+    /// One page of spans.
+    pub async fn list(&self, query: ListSpans) -> Result<SpanPage> {
+        let span = client_span("spans.list", None);
+        let url = url(self.tracia, &["spans"])?;
+        let request = self.tracia.http().request(Method::GET, url).query(&query);
+        send(self.tracia, request, span).await
+    }
+
+    /// Every span matching `filters`, page after page (`limit` sets the page size,
+    /// `cursor` where to start).
+    ///
+    /// ```no_run
+    /// use futures::TryStreamExt;
+    /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// let all: Vec<_> = tracia.spans().list_all(Default::default()).try_collect().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn list_all(
+        &self,
+        filters: ListSpans,
+    ) -> impl Stream<Item = Result<SpanListItem>> + Send + 'static {
+        let tracia = self.tracia.clone();
+        stream::try_unfold(Some(filters), move |query| {
+            let tracia = tracia.clone();
+            async move {
+                let Some(query) = query else { return Ok(None) };
+                let page = tracia.spans().list(query.clone()).await?;
+                let next = page.next_cursor.map(|cursor| ListSpans {
+                    cursor: Some(cursor),
+                    ..query
+                });
+                Ok(Some((page.spans, next)))
+            }
+        })
+        .map_ok(|spans| stream::iter(spans.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
+    }
+
+    /// One span with its details.
+    pub async fn get(&self, span_id: &str) -> Result<Span> {
+        let span = client_span("spans.get", None);
+        call(self.tracia, Method::GET, &["spans", span_id], NO_BODY, span).await
+    }
+
+    /// Attaches an evaluation to a span.
+    pub async fn evaluate(&self, span_id: &str, evaluation: Evaluate) -> Result<Evaluation> {
+        let span = client_span("spans.evaluate", None);
+        call(
+            self.tracia,
+            Method::POST,
+            &["spans", span_id, "evaluations"],
+            Some(&evaluation),
+            span,
+        )
+        .await
+    }
+}
+
+const NO_BODY: Option<&()> = None;
+
+/// A CLIENT span named `{operation} {slug}` (fields declared up front so they can
+/// be recorded later).
+fn client_span(operation: &'static str, slug: Option<&str>) -> tracing::Span {
+    let name = match slug {
+        Some(slug) => format!("{operation} {slug}"),
+        None => operation.to_owned(),
+    };
+    tracing::info_span!(
+        "tracia.rest",
+        otel.name = %name,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        gen_ai.prompt.name = slug,
+        gen_ai.prompt.version = tracing::field::Empty,
+    )
+}
+
+/// The API URL of `segments` under `/api/v1`, each one percent-encoded whole
+/// (a `/` in a slug is `%2F`).
+fn url(tracia: &Tracia, segments: &[&str]) -> Result<reqwest::Url> {
+    let mut url = tracia.tracia_base_url().clone();
+    url.path_segments_mut()
+        .map_err(|()| Error::invalid("Invalid Tracia base URL"))?
+        .pop_if_empty()
+        .extend(["api", "v1"])
+        .extend(segments);
+    Ok(url)
+}
+
+async fn call<T: DeserializeOwned, B: Serialize>(
+    tracia: &Tracia,
+    method: Method,
+    segments: &[&str],
+    body: Option<&B>,
+    span: tracing::Span,
+) -> Result<T> {
+    let mut request = tracia.http().request(method, url(tracia, segments)?);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    send(tracia, request, span).await
+}
+
+async fn send<T: DeserializeOwned>(
+    tracia: &Tracia,
+    request: reqwest::RequestBuilder,
+    span: tracing::Span,
+) -> Result<T> {
+    let outcome = async {
+        let key = tracia.tracia_api_key().ok_or_else(|| {
+            Error::new(
+                ErrorCode::Unauthorized,
+                "Tracia API key missing: set TRACIA_API_KEY or TraciaBuilder::with_tracia_api_key",
+            )
+        })?;
+        let request =
+            crate::propagation::with_trace_headers(request.bearer_auth(key.expose_secret()));
+        let timeout = tracia.default_timeout();
+        tokio::time::timeout(
+            timeout,
+            receive(request, timeout, &tracing::Span::current()),
+        )
+        .await
+        .unwrap_or_else(|_| Err(transport::timeout_error(timeout)))
+    }
+    .instrument(span.clone())
+    .await;
+    if let Err(error) = &outcome {
+        span.record("otel.status_code", "error");
+        span.record("error.type", error.code().as_str());
+    }
+    outcome
+}
+
+async fn receive<T: DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    timeout: std::time::Duration,
+    span: &tracing::Span,
+) -> Result<T> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| transport::transport_error(e, timeout))?;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    let retry_after = transport::retry_after(response.headers());
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| transport::transport_error(e, timeout))?;
+    if !status.is_success() {
+        return Err(api_error(status, &body).with_retry_after(retry_after));
+    }
+    // 204 and empty bodies read as `null`.
+    let body: &[u8] = if body.is_empty() { b"null" } else { &body };
+    serde_json::from_slice(body).map_err(|e| {
+        Error::new(
+            ErrorCode::Unknown,
+            format!("Invalid response from the Tracia API: {e}"),
+        )
+        .with_status(status.as_u16())
+    })
+}
+
+#[derive(Deserialize)]
+struct WireError {
+    code: Option<String>,
+    message: Option<String>,
+    error: Option<Box<WireError>>,
+}
+
+/// Reads `{"error":{"code","message"}}` first, then `{"code","message"}`; a body
+/// without a code falls back on the HTTP status.
+fn api_error(status: reqwest::StatusCode, body: &[u8]) -> Error {
+    let wire = serde_json::from_slice::<WireError>(body).ok();
+    let (code, message) = match wire {
+        Some(WireError {
+            error: Some(inner), ..
+        }) => (inner.code, inner.message),
+        Some(w) => (w.code, w.message),
+        None => (None, None),
+    };
+    let message = message.unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
+        if text.trim().is_empty() {
+            format!("HTTP {}", status.as_u16())
+        } else {
+            text.into_owned()
+        }
+    });
+    let error = match code {
+        Some(raw) => Error::new(ErrorCode::parse(&raw), message).with_raw_code(raw),
+        None => Error::new(status_code(status), message),
+    };
+    error.with_status(status.as_u16())
+}
+
+fn status_code(status: reqwest::StatusCode) -> ErrorCode {
+    match status.as_u16() {
+        400 => ErrorCode::InvalidRequest,
+        401 | 403 => ErrorCode::Unauthorized,
+        404 => ErrorCode::NotFound,
+        409 => ErrorCode::Conflict,
+        429 => ErrorCode::RateLimited,
+        _ => ErrorCode::Unknown,
+    }
+}
