@@ -591,7 +591,7 @@ impl Prompts<'_> {
     pub async fn run(&self, slug: &str, run: RunPrompt) -> Result<RunPromptResult> {
         let span = client_span("prompts.run", Some(slug));
         if let Some(version) = run.version {
-            span.record("gen_ai.prompt.version", version);
+            span.record("gen_ai.prompt.version", i64::from(version));
         }
         let result: RunPromptResult = call(
             self.tracia,
@@ -602,7 +602,7 @@ impl Prompts<'_> {
         )
         .await?;
         if let Some(version) = result.prompt_version {
-            span.record("gen_ai.prompt.version", version);
+            span.record("gen_ai.prompt.version", i64::from(version));
         }
         Ok(result)
     }
@@ -756,7 +756,7 @@ async fn receive<T: DeserializeOwned>(
         .await
         .map_err(|e| transport::transport_error(e, timeout))?;
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     let retry_after = transport::retry_after(response.headers());
     let body = response
         .bytes()

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
 use serde_json::json;
-use support::FakeProvider;
+use support::{FakeProvider, OtlpReceiver};
 use tracia::{
     CreatePrompt, ErrorCode, Evaluate, ListSpans, PromptMessage, RunPrompt, Tracia, UpdatePrompt,
 };
@@ -181,11 +181,11 @@ async fn spans_list_pages_over_next_cursor() {
 type CannedReply = (u16, Vec<(&'static str, &'static str)>, &'static str);
 
 /// A stub Tracia API: answers every request with the next canned reply and
-/// records each request's path and `Authorization` header.
+/// records each request's path and headers.
 #[derive(Clone, Default)]
 struct Stub {
     replies: Arc<Mutex<VecDeque<CannedReply>>>,
-    seen: Arc<Mutex<Vec<(String, String)>>>,
+    seen: Arc<Mutex<Vec<(String, http::HeaderMap)>>>,
 }
 
 impl Stub {
@@ -196,15 +196,10 @@ impl Stub {
             move |request: axum::extract::Request| {
                 let stub = stub.clone();
                 async move {
-                    let auth = request
-                        .headers()
-                        .get("authorization")
-                        .map(|v| v.to_str().unwrap().to_owned())
-                        .unwrap_or_default();
                     stub.seen
                         .lock()
                         .unwrap()
-                        .push((request.uri().path().to_owned(), auth));
+                        .push((request.uri().path().to_owned(), request.headers().clone()));
                     let (status, headers, body) = stub.replies.lock().unwrap().pop_front().unwrap();
                     let mut response = axum::response::Response::new(axum::body::Body::from(body));
                     *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
@@ -248,7 +243,10 @@ async fn error_shapes_codes_status_and_retry_after() {
     assert_eq!(e.status(), Some(404));
     assert_eq!(e.message(), "Prompt not found: my-prompt/test");
     assert_eq!(stub.path(0), "/api/v1/prompts/my-prompt%2Ftest");
-    assert_eq!(stub.seen.lock().unwrap()[0].1, "Bearer tr_test_key");
+    assert_eq!(
+        stub.seen.lock().unwrap()[0].1["authorization"],
+        "Bearer tr_test_key"
+    );
 
     stub.reply(
         400,
@@ -292,4 +290,45 @@ async fn missing_key_is_unauthorized_before_any_request() {
     let e = tracia.prompts().list().await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Unauthorized);
     assert!(stub.seen.lock().unwrap().is_empty());
+}
+
+/// Each call is a CLIENT span named after the operation and slug, and the request
+/// carries that span's context as `traceparent`.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_call_is_a_client_span_whose_context_is_sent() {
+    let (stub, url) = Stub::start().await;
+    let otlp = OtlpReceiver::start().await;
+    let guard = support::pipeline(Some(&otlp), None);
+    let _sub = support::install(&guard);
+    stub.reply(
+        200,
+        vec![("content-type", "application/json")],
+        r#"{"text":"hi","spanId":"sp_1","traceId":"tr_1","promptVersion":3,"usage":{"inputTokens":1,"outputTokens":2,"totalTokens":3},"somethingNew":true}"#,
+    );
+    let run = client(&url)
+        .prompts()
+        .run("welcome", RunPrompt::default())
+        .await
+        .unwrap();
+    assert_eq!(run.usage.total_tokens, 3);
+    guard.flush().await;
+    let spans = otlp
+        .wait_for_spans(1, std::time::Duration::from_secs(10))
+        .await;
+    let span = &spans[0];
+    assert_eq!(span.name, "prompts.run welcome");
+    assert!(span.is_client());
+    assert_eq!(span.attr_str("gen_ai.prompt.name"), Some("welcome"));
+    assert_eq!(
+        span.attr_i64("gen_ai.prompt.version"),
+        Some(3),
+        "{:?}",
+        span.attributes
+    );
+    assert_eq!(span.attr_i64("http.response.status_code"), Some(200));
+    let headers = &stub.seen.lock().unwrap()[0].1;
+    assert_eq!(
+        headers["traceparent"],
+        format!("00-{}-{}-01", span.trace_id, span.span_id)
+    );
 }
