@@ -326,9 +326,21 @@ async fn each_call_is_a_client_span_whose_context_is_sent() {
         span.attributes
     );
     assert_eq!(span.attr_i64("http.response.status_code"), Some(200));
-    let headers = &stub.seen.lock().unwrap()[0].1;
+    let headers = stub.seen.lock().unwrap()[0].1.clone();
     assert_eq!(
         headers["traceparent"],
         format!("00-{}-{}-01", span.trace_id, span.span_id)
     );
+
+    // A failed call's span is an error with the Tracia code as `error.type`.
+    stub.reply(404, vec![], r#"{"code":"NOT_FOUND","message":"no span"}"#);
+    client(&url).spans().get("sp_missing").await.unwrap_err();
+    guard.flush().await;
+    let spans = otlp
+        .wait_for_spans(2, std::time::Duration::from_secs(10))
+        .await;
+    let failed = spans.iter().find(|s| s.name == "spans.get").unwrap();
+    assert!(failed.is_error());
+    assert_eq!(failed.attr_str("error.type"), Some("NOT_FOUND"));
+    assert_eq!(failed.attr_i64("http.response.status_code"), Some(404));
 }
