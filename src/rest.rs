@@ -819,3 +819,28 @@ fn status_code(status: reqwest::StatusCode) -> ErrorCode {
         _ => ErrorCode::Unknown,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_query_uses_tracia_names_and_comma_separated_tags() {
+        let query = ListSpans {
+            prompt_slug: Some("a/b".into()),
+            tags: vec!["x".into(), "y".into()],
+            limit: Some(2),
+            cursor: Some("c1".into()),
+            ..Default::default()
+        };
+        let request = reqwest::Client::new()
+            .get("http://127.0.0.1/api/v1/spans")
+            .query(&query)
+            .build()
+            .unwrap();
+        assert_eq!(
+            request.url().query(),
+            Some("promptSlug=a%2Fb&tags=x%2Cy&limit=2&cursor=c1")
+        );
+    }
+}
