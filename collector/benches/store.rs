@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use serde_json::{Map, json};
+use serde_json::json;
 use tokio::runtime::Runtime;
 use tracia_collector::model::{SpanKind, SpanRecord, SpanStatus};
 use tracia_collector::store::{SpanQuery, Store, TraceQuery};
@@ -58,11 +58,8 @@ fn mix(mut x: u64) -> u64 {
 
 fn base_span(span_id: String, trace: u64, parent: Option<String>, start: i64) -> SpanRecord {
     SpanRecord {
-        span_id,
         trace_id: Some(format!("tr_{trace:032x}")),
         parent_span_id: parent,
-        name: String::new(),
-        kind: SpanKind::App,
         service_name: Some(
             if trace.is_multiple_of(3) {
                 "worker"
@@ -73,28 +70,7 @@ fn base_span(span_id: String, trace: u64, parent: Option<String>, start: i64) ->
         ),
         start_unix_nano: start,
         end_unix_nano: start,
-        status: SpanStatus::Success,
-        error: None,
-        provider: None,
-        model: None,
-        input_tokens: 0,
-        output_tokens: 0,
-        total_tokens: 0,
-        cost_usd: None,
-        session_id: None,
-        user_id: None,
-        tags: Vec::new(),
-        prompt_slug: None,
-        prompt_version: None,
-        input: None,
-        output: None,
-        variables: None,
-        tools: None,
-        tool_calls: None,
-        temperature: None,
-        top_p: None,
-        max_output_tokens: None,
-        attributes: Map::new(),
+        ..SpanRecord::app(span_id, String::new())
     }
 }
 

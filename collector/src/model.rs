@@ -150,6 +150,48 @@ pub struct SpanRecord {
 }
 
 impl SpanRecord {
+    /// An application span (`APP`, SUCCESS) with nothing but its id and name set: the
+    /// base that the other fields are filled in on.
+    ///
+    /// ```
+    /// let r = tracia_collector::model::SpanRecord::app("sp_0000000000000001", "handle_request");
+    /// assert_eq!(r.kind.as_str(), "APP");
+    /// ```
+    pub fn app(span_id: impl Into<String>, name: impl Into<String>) -> Self {
+        SpanRecord {
+            span_id: span_id.into(),
+            trace_id: None,
+            parent_span_id: None,
+            name: name.into(),
+            kind: SpanKind::App,
+            service_name: None,
+            start_unix_nano: 0,
+            end_unix_nano: 0,
+            status: SpanStatus::Success,
+            error: None,
+            provider: None,
+            model: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            total_tokens: 0,
+            cost_usd: None,
+            session_id: None,
+            user_id: None,
+            tags: Vec::new(),
+            prompt_slug: None,
+            prompt_version: None,
+            input: None,
+            output: None,
+            variables: None,
+            tools: None,
+            tool_calls: None,
+            temperature: None,
+            top_p: None,
+            max_output_tokens: None,
+            attributes: Map::new(),
+        }
+    }
+
     /// Latency in whole milliseconds.
     pub fn latency_ms(&self) -> i64 {
         (self.end_unix_nano - self.start_unix_nano).max(0) / 1_000_000
@@ -324,36 +366,11 @@ fn app_span(data: &SpanData) -> SpanRecord {
     };
     let parent = (data.parent_span_id != SpanId::INVALID).then(|| span_id(data.parent_span_id));
     SpanRecord {
-        span_id: span_id(data.span_context.span_id()),
         trace_id: Some(trace_id(data.span_context.trace_id())),
         parent_span_id: parent,
-        name: data.name.to_string(),
-        kind: SpanKind::App,
-        service_name: None,
-        start_unix_nano: 0,
-        end_unix_nano: 0,
         status,
         error,
-        provider: None,
-        model: None,
-        input_tokens: 0,
-        output_tokens: 0,
-        total_tokens: 0,
-        cost_usd: None,
-        session_id: None,
-        user_id: None,
-        tags: Vec::new(),
-        prompt_slug: None,
-        prompt_version: None,
-        input: None,
-        output: None,
-        variables: None,
-        tools: None,
-        tool_calls: None,
-        temperature: None,
-        top_p: None,
-        max_output_tokens: None,
-        attributes: Map::new(),
+        ..SpanRecord::app(span_id(data.span_context.span_id()), data.name.to_string())
     }
 }
 

@@ -1322,36 +1322,11 @@ mod tests {
     /// An application span starting at `start` and lasting 10 ns.
     fn span(id: &str, trace: Option<&str>, parent: Option<&str>, start: i64) -> SpanRecord {
         SpanRecord {
-            span_id: id.into(),
             trace_id: trace.map(Into::into),
             parent_span_id: parent.map(Into::into),
-            name: format!("op {id}"),
-            kind: SpanKind::App,
-            service_name: None,
             start_unix_nano: start,
             end_unix_nano: start + 10,
-            status: SpanStatus::Success,
-            error: None,
-            provider: None,
-            model: None,
-            input_tokens: 0,
-            output_tokens: 0,
-            total_tokens: 0,
-            cost_usd: None,
-            session_id: None,
-            user_id: None,
-            tags: Vec::new(),
-            prompt_slug: None,
-            prompt_version: None,
-            input: None,
-            output: None,
-            variables: None,
-            tools: None,
-            tool_calls: None,
-            temperature: None,
-            top_p: None,
-            max_output_tokens: None,
-            attributes: Map::new(),
+            ..SpanRecord::app(id, format!("op {id}"))
         }
     }
 
