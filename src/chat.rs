@@ -339,7 +339,8 @@ fn merge_usage(old: Option<Usage>, new: Usage) -> Usage {
     Usage {
         input_tokens: input,
         output_tokens: output,
-        total_tokens: pick(new.total_tokens, input + output).max(input + output),
+        total_tokens: pick(new.total_tokens, input.saturating_add(output))
+            .max(input.saturating_add(output)),
         cache_read_input_tokens: new.cache_read_input_tokens.or(old.cache_read_input_tokens),
         cache_creation_input_tokens: new
             .cache_creation_input_tokens

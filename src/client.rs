@@ -464,6 +464,28 @@ impl Tracia {
         Session::new(self.clone(), None, None)
     }
 
+    /// The session that incoming `headers` carry, for a request handler: W3C
+    /// `traceparent` (the next call is the child of the span it names) and baggage
+    /// `session.id` / `user.id` (put on every call that names none of its own), as
+    /// written by [`Session::write_headers`] or [`crate::propagation::inject`]. When the
+    /// current span already continues that trace (the handler span of
+    /// `propagation::TraceContextLayer` or `set_parent_from`), calls nest under
+    /// it instead. Never fails: missing or hostile headers give a fresh session.
+    ///
+    /// ```
+    /// # fn demo(tracia: tracia::Tracia) {
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+    /// headers.insert("baggage", "session.id=conv_7".parse().unwrap());
+    /// let session = tracia.session_from_headers(&headers);
+    /// assert_eq!(session.trace_id().as_deref(), Some("tr_4bf92f3577b34da6a3ce929d0e0e4736"));
+    /// assert_eq!(session.conversation().session_id.as_deref(), Some("conv_7"));
+    /// # }
+    /// ```
+    pub fn session_from_headers(&self, headers: &http::HeaderMap) -> Session {
+        Session::from_headers(self.clone(), headers)
+    }
+
     /// A session continuing an existing trace, e.g. from a previous HTTP request, with
     /// the next call the child of `parent_span_id` when given.
     ///
@@ -505,6 +527,7 @@ impl Tracia {
         session: Placement,
     ) -> Result<PreparedCall> {
         let placement = self.validate(&input, session)?;
+        crate::propagation::ambient_conversation().fill(&mut input.session_id, &mut input.user_id);
         let provider = Provider::resolve(&input.model, input.provider)?;
         let wire: &'static dyn ChatWire = match api {
             Api::Chat => chat_wire(provider, &input.model)?,
@@ -715,10 +738,7 @@ pub(crate) async fn fetch(
     let timeout = state.timeout;
     let outcome = tokio::time::timeout(timeout, async {
         let response = transport::send(&http, request, state.wire, state.provider, timeout).await?;
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport::transport_error(e, timeout))?;
+        let body = transport::read_body(response, transport::MAX_RESPONSE_BYTES, timeout).await?;
         state.wire.decode(&body).map_err(|msg| {
             Error::new(
                 ErrorCode::ProviderError,

@@ -226,6 +226,7 @@ impl Tracia {
     /// ```
     pub async fn run_embedding(&self, mut input: RunEmbedding) -> Result<EmbeddingResult> {
         let placement = validate(&input)?;
+        crate::propagation::ambient_conversation().fill(&mut input.session_id, &mut input.user_id);
         let provider = Provider::resolve(&input.model, input.provider)?;
         let wire = embed_wire(provider, &input.model)?;
         // Embedding ids are sent as given: Bedrock's on-demand embedding models have no
@@ -332,10 +333,7 @@ impl Tracia {
         expected: usize,
     ) -> Result<EmbedResponse> {
         let response = transport::send(self.http(), request, wire, provider, timeout).await?;
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport::transport_error(e, timeout))?;
+        let body = transport::read_body(response, transport::MAX_RESPONSE_BYTES, timeout).await?;
         let decoded = wire.decode(&body).map_err(embedding_error)?;
         if decoded.vectors.is_empty() || decoded.vectors.len() > expected {
             return Err(embedding_error(format!(

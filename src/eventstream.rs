@@ -5,26 +5,28 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
+use aws_smithy_eventstream::frame::read_message_from;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt, stream};
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::transport::{SseEvent, transport_error};
 
+/// The largest frame accepted: AWS event-stream messages are at most 16 MiB. A prelude
+/// declaring more is refused at once, before its bytes are waited for and buffered.
+const MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
+
 struct Decoder {
     body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    /// Bytes received and not yet decoded: always from the start of a frame.
     buf: BytesMut,
-    frames: MessageFrameDecoder,
-    /// Bytes of a frame not yet complete have arrived (the decoder may already hold
-    /// its prelude, so an empty buffer does not mean "between frames").
-    partial: bool,
     failed: bool,
 }
 
-/// Decodes a response body of AWS event-stream frames. A frame with a bad checksum, an
-/// `exception` frame, and a body that ends inside a frame each yield one error item,
-/// after which the stream ends; it never ends quietly half-way.
+/// Decodes a response body of AWS event-stream frames. A frame with a bad checksum or
+/// a declared length over 16 MiB, an `exception` frame, and a body that ends inside a
+/// frame each yield one error item, after which the stream ends; it never ends quietly
+/// half-way.
 pub(crate) fn events(
     body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
     timeout: Duration,
@@ -32,8 +34,6 @@ pub(crate) fn events(
     let start = Decoder {
         body: Box::pin(body),
         buf: BytesMut::new(),
-        frames: MessageFrameDecoder::new(),
-        partial: false,
         failed: false,
     };
     stream::unfold(start, move |mut d| async move {
@@ -41,21 +41,26 @@ pub(crate) fn events(
             return None;
         }
         let item = loop {
-            match d.frames.decode_frame(&mut d.buf) {
-                Ok(DecodedFrame::Complete(message)) => {
-                    d.partial = !d.buf.is_empty();
-                    break to_event(&message);
+            // A frame starts with its total length (prelude and checksums included).
+            if let Some(len) = d.buf.first_chunk::<4>() {
+                let len = u32::from_be_bytes(*len) as usize;
+                if len > MAX_FRAME_LEN {
+                    break Err(provider_error(format!(
+                        "malformed event stream: a frame of {len} bytes (at most {MAX_FRAME_LEN})"
+                    )));
                 }
-                Ok(DecodedFrame::Incomplete) => {}
-                Err(e) => break Err(provider_error(format!("malformed event stream: {e}"))),
+                if d.buf.len() >= len {
+                    let frame = d.buf.split_to(len).freeze();
+                    break match read_message_from(frame) {
+                        Ok(message) => to_event(&message),
+                        Err(e) => Err(provider_error(format!("malformed event stream: {e}"))),
+                    };
+                }
             }
             match d.body.next().await {
-                Some(Ok(chunk)) => {
-                    d.partial |= !chunk.is_empty();
-                    d.buf.extend_from_slice(&chunk);
-                }
+                Some(Ok(chunk)) => d.buf.extend_from_slice(&chunk),
                 Some(Err(e)) => break Err(transport_error(e, timeout)),
-                None if d.partial => {
+                None if !d.buf.is_empty() => {
                     break Err(provider_error(
                         "the event stream ended in the middle of a message".to_owned(),
                     ));
@@ -165,6 +170,18 @@ mod tests {
             assert!(e.message().contains("ended in the middle"), "{e}");
         }
         assert!(decode(vec![]).await.is_empty(), "an empty body just ends");
+    }
+
+    #[tokio::test]
+    async fn a_hostile_length_is_refused_before_its_bytes_are_read() {
+        // 4 GiB declared, then a body that never ends.
+        let prelude = Bytes::from_static(&[0xff, 0xff, 0xff, 0xf0]);
+        let body = stream::once(async move { Ok(prelude) })
+            .chain(stream::repeat_with(|| Ok(Bytes::from(vec![0_u8; 1024]))));
+        let items: Vec<_> = events(body, Duration::from_secs(1)).collect().await;
+        assert_eq!(items.len(), 1);
+        let e = items.into_iter().next().unwrap().unwrap_err();
+        assert!(e.message().contains("a frame of 4294967280 bytes"), "{e}");
     }
 
     #[tokio::test]

@@ -9,15 +9,15 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use opentelemetry::Context;
 use opentelemetry_http::{HttpClient, HttpError};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 
 /// A single-threaded Tokio runtime on its own thread, for export I/O only.
@@ -159,6 +159,8 @@ pub(crate) struct Reporter {
     delivered: AtomicU64,
     failed: AtomicU64,
     skipped: AtomicU64,
+    /// Set by the shutdown report: what fails after it was counted in it already.
+    closed: Mutex<bool>,
     on_failure: Option<FailureCallback>,
 }
 
@@ -176,6 +178,7 @@ impl Reporter {
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            closed: Mutex::new(false),
             on_failure,
         })
     }
@@ -193,7 +196,15 @@ impl Reporter {
         if n == 0 {
             return;
         }
-        self.failed.fetch_add(n, Ordering::Relaxed);
+        {
+            let closed = self.closed.lock().unwrap_or_else(PoisonError::into_inner);
+            if *closed {
+                // An export that outlived a timed-out shutdown: its spans were
+                // reported lost by `report_dropped` already.
+                return;
+            }
+            self.failed.fetch_add(n, Ordering::Relaxed);
+        }
         self.report(n, reason);
     }
 
@@ -223,11 +234,20 @@ impl Reporter {
 
     /// After shutdown: spans neither delivered, skipped nor already reported as failed
     /// were dropped in the queue; report them too, so nothing vanishes silently.
+    /// Runs once; failures counted after it are not reported again (a shutdown that
+    /// timed out leaves exports running, whose spans are among those reported here).
     pub fn report_dropped(&self) {
-        let s = self.stats();
-        let dropped = s.queued.saturating_sub(s.delivered + s.skipped + s.failed);
-        if dropped > 0 {
+        let dropped = {
+            let mut closed = self.closed.lock().unwrap_or_else(PoisonError::into_inner);
+            if std::mem::replace(&mut *closed, true) {
+                return;
+            }
+            let s = self.stats();
+            let dropped = s.queued.saturating_sub(s.delivered + s.skipped + s.failed);
             self.failed.fetch_add(dropped, Ordering::Relaxed);
+            dropped
+        };
+        if dropped > 0 {
             self.report(
                 dropped,
                 "dropped before export (queue full or shut down before delivery)",
@@ -236,12 +256,17 @@ impl Reporter {
     }
 }
 
+/// The longest [`CountingProcessor::force_flush`] waits for a backend's exports.
+pub(crate) const FLUSH_LIMIT: Duration = Duration::from_secs(60);
+
 /// Counts spans entering a processor (the batch processor's queue drops are otherwise
-/// invisible).
+/// invisible), and for the Tracia backend marks GenAI spans' uploads pending from here
+/// on, so `spans().evaluate` waits for them also while they sit in the queue.
 #[derive(Debug)]
 pub(crate) struct CountingProcessor<P> {
     pub inner: P,
     pub reporter: Arc<Reporter>,
+    pub track_pending: bool,
 }
 
 impl<P: SpanProcessor> SpanProcessor for CountingProcessor<P> {
@@ -251,11 +276,22 @@ impl<P: SpanProcessor> SpanProcessor for CountingProcessor<P> {
 
     fn on_end(&self, span: SpanData) {
         self.reporter.queued.fetch_add(1, Ordering::Relaxed);
+        if self.track_pending && crate::tracia_exporter::genai_operation(&span).is_some() {
+            crate::pending::mark(span.span_context.span_id());
+        }
         self.inner.on_end(span);
     }
 
+    /// The batch processor stops waiting after 5 s while its export goes on; this waits
+    /// on (up to [`FLUSH_LIMIT`]), so that a flush means delivered or given up on.
     fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
+        let deadline = Instant::now() + FLUSH_LIMIT;
+        loop {
+            match self.inner.force_flush() {
+                Err(OTelSdkError::Timeout(_)) if Instant::now() < deadline => continue,
+                result => return result,
+            }
+        }
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {

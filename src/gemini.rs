@@ -420,11 +420,15 @@ impl WireUsage {
     /// leaves out the thinking tokens: output is candidates + thoughts.
     fn normalize(self) -> Usage {
         let input = self.prompt_token_count;
-        let output = self.candidates_token_count + self.thoughts_token_count.unwrap_or(0);
+        let output = self
+            .candidates_token_count
+            .saturating_add(self.thoughts_token_count.unwrap_or(0));
         Usage {
             input_tokens: input,
             output_tokens: output,
-            total_tokens: self.total_token_count.unwrap_or(input + output),
+            total_tokens: self
+                .total_token_count
+                .unwrap_or(input.saturating_add(output)),
             cache_read_input_tokens: self.cached_content_token_count,
             cache_creation_input_tokens: None,
             reasoning_output_tokens: self.thoughts_token_count,

@@ -35,6 +35,18 @@
 //! }
 //! ```
 //!
+//! ## Across services
+//!
+//! [`propagation`] carries W3C `traceparent`/`tracestate` and baggage (`session.id`,
+//! `user.id`) through HTTP headers; [`Tracia::session_from_headers`] and
+//! [`Session::write_headers`] continue a conversation across requests and services.
+//!
+//! ## Features
+//!
+//! | Feature | Default | What |
+//! |---|---|---|
+//! | `axum` | off | `propagation::TraceContextLayer` (a SERVER span per request, continuing the caller's trace) and the `Conversation` and `Session` axum extractors |
+//!
 //! ## Environment variables
 //!
 //! Everything here can also be set in code ([`TraciaBuilder`], [`telemetry::builder`]);
@@ -90,11 +102,15 @@ mod embedding;
 mod error;
 mod eventstream;
 mod export;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod gemini;
 mod ids;
 mod message;
 mod openai;
 mod openai_responses;
+mod pending;
 mod pricing;
 pub mod propagation;
 mod provider;
@@ -103,6 +119,8 @@ mod responses_stream;
 mod rest;
 mod run;
 mod semconv;
+#[cfg(feature = "axum")]
+mod server_span;
 mod session;
 mod span;
 mod stream;

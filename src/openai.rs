@@ -384,7 +384,7 @@ impl WireUsage {
             output_tokens: self.completion_tokens,
             total_tokens: self
                 .total_tokens
-                .unwrap_or(self.prompt_tokens + self.completion_tokens),
+                .unwrap_or(self.prompt_tokens.saturating_add(self.completion_tokens)),
             cache_read_input_tokens: self.prompt_tokens_details.and_then(|d| d.cached_tokens),
             cache_creation_input_tokens: None,
             reasoning_output_tokens: self

@@ -310,7 +310,7 @@ impl WireUsage {
             output_tokens: self.output_tokens,
             total_tokens: self
                 .total_tokens
-                .unwrap_or(self.input_tokens + self.output_tokens),
+                .unwrap_or(self.input_tokens.saturating_add(self.output_tokens)),
             cache_read_input_tokens: self.input_tokens_details.and_then(|d| d.cached_tokens),
             cache_creation_input_tokens: None,
             reasoning_output_tokens: self.output_tokens_details.and_then(|d| d.reasoning_tokens),

@@ -27,6 +27,9 @@ use opentelemetry_http::HeaderInjector;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+#[cfg(feature = "axum")]
+pub use crate::server_span::{TraceContextLayer, TraceContextService};
+
 /// Baggage key of the conversation (the span attribute `session.id`).
 pub const SESSION_ID: &str = "session.id";
 /// Baggage key of the end user (the span attribute `user.id`).
@@ -107,9 +110,31 @@ pub fn extract(headers: &HeaderMap) -> Context {
 /// tracia::propagation::set_parent_from(&span, &http::HeaderMap::new()); // nothing to join
 /// ```
 pub fn set_parent_from(span: &tracing::Span, headers: &HeaderMap) {
+    set_parent(span, extract(headers));
+}
+
+/// Puts `session.id` and `user.id` into the baggage of a span just created (before it
+/// is entered), keeping its parent: every span and LLM call under it then carries
+/// them, and [`inject`] / [`with_trace_headers`] send them to the services it calls.
+///
+/// ```
+/// let span = tracing::info_span!("conversation");
+/// tracia::propagation::set_conversation(&span, Some("conv_7"), Some("user_42"));
+/// let _entered = span.enter();
+/// ```
+pub fn set_conversation(span: &tracing::Span, session_id: Option<&str>, user_id: Option<&str>) {
+    set_parent(
+        span,
+        with_conversation(Context::current(), session_id, user_id),
+    );
+}
+
+/// Makes `parent` (a valid remote span, or just baggage) the OpenTelemetry parent of
+/// `span`; a context without a valid span keeps `span` a root but still passes its
+/// baggage down.
+pub(crate) fn set_parent(span: &tracing::Span, parent: Context) {
     use opentelemetry::trace::TraceContextExt;
-    let parent = extract(headers);
-    if parent.span().span_context().is_valid() {
+    if parent.span().span_context().is_valid() || !parent.baggage().is_empty() {
         // Fails only when no OpenTelemetry layer sees the span: then there is no trace.
         let _ = span.set_parent(parent);
     }
@@ -129,6 +154,37 @@ pub struct Conversation {
     pub session_id: Option<String>,
     /// Baggage `user.id`.
     pub user_id: Option<String>,
+}
+
+impl Conversation {
+    /// A conversation of this session and user.
+    ///
+    /// ```
+    /// let c = tracia::propagation::Conversation::new(Some("conv_7"), None);
+    /// assert_eq!(c.session_id.as_deref(), Some("conv_7"));
+    /// ```
+    pub fn new(session_id: Option<&str>, user_id: Option<&str>) -> Self {
+        Self {
+            session_id: session_id.map(str::to_owned),
+            user_id: user_id.map(str::to_owned),
+        }
+    }
+
+    /// Fills a call's session and user where the call did not set its own.
+    pub(crate) fn fill(&self, session_id: &mut Option<String>, user_id: &mut Option<String>) {
+        if session_id.is_none() {
+            session_id.clone_from(&self.session_id);
+        }
+        if user_id.is_none() {
+            user_id.clone_from(&self.user_id);
+        }
+    }
+}
+
+/// The conversation of the current context: calls made while handling a request whose
+/// baggage names a session or user get them unless they set their own.
+pub(crate) fn ambient_conversation() -> Conversation {
+    conversation(&Context::current())
 }
 
 /// Reads `session.id` and `user.id` from `cx`'s baggage.

@@ -82,7 +82,7 @@ impl RunResponses {
         }
     }
 
-    fn with(mut self, f: impl FnOnce(RunLocal) -> RunLocal) -> Self {
+    pub(crate) fn with(mut self, f: impl FnOnce(RunLocal) -> RunLocal) -> Self {
         self.call = f(self.call);
         self
     }

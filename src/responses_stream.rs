@@ -43,7 +43,7 @@ pub enum ResponsesEvent {
 }
 
 /// What the consumer is handed for one decoded event.
-fn responses_event(event: &StreamEvent) -> Option<ResponsesEvent> {
+pub(crate) fn responses_event(event: &StreamEvent) -> Option<ResponsesEvent> {
     match event {
         StreamEvent::Text(text) if !text.is_empty() => {
             Some(ResponsesEvent::TextDelta(text.clone()))

@@ -542,6 +542,12 @@ struct PromptList {
 
 impl Prompts<'_> {
     /// Every prompt.
+    ///
+    /// ```no_run
+    /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// let slugs: Vec<String> = tracia.prompts().list().await?.into_iter().map(|p| p.slug).collect();
+    /// # Ok(()) }
+    /// ```
     pub async fn list(&self) -> Result<Vec<PromptListItem>> {
         let span = client_span("prompts.list", None);
         let list: PromptList = call(self.tracia, Method::GET, &["prompts"], NO_BODY, span).await?;
@@ -549,18 +555,40 @@ impl Prompts<'_> {
     }
 
     /// One prompt with its content.
+    ///
+    /// ```no_run
+    /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// let prompt = tracia.prompts().get("welcome-email").await?;
+    /// println!("v{}: {} messages", prompt.info.current_version, prompt.content.len());
+    /// # Ok(()) }
+    /// ```
     pub async fn get(&self, slug: &str) -> Result<Prompt> {
         let span = client_span("prompts.get", Some(slug));
         call(self.tracia, Method::GET, &["prompts", slug], NO_BODY, span).await
     }
 
     /// Creates a prompt (version 1); a taken slug is `CONFLICT`.
+    ///
+    /// ```no_run
+    /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// let content = vec![tracia::PromptMessage::new("user", "Welcome, {{name}}!")];
+    /// let prompt = tracia.prompts().create(tracia::CreatePrompt::new("Welcome", content)).await?;
+    /// assert_eq!(prompt.info.current_version, 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn create(&self, prompt: CreatePrompt) -> Result<Prompt> {
         let span = client_span("prompts.create", prompt.slug.as_deref());
         call(self.tracia, Method::POST, &["prompts"], Some(&prompt), span).await
     }
 
     /// Updates a prompt; new content makes a new version.
+    ///
+    /// ```no_run
+    /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// let update = tracia::UpdatePrompt { name: Some("Welcome email".into()), ..Default::default() };
+    /// tracia.prompts().update("welcome-email", update).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn update(&self, slug: &str, update: UpdatePrompt) -> Result<Prompt> {
         let span = client_span("prompts.update", Some(slug));
         call(
@@ -574,6 +602,12 @@ impl Prompts<'_> {
     }
 
     /// Deletes a prompt and every version.
+    ///
+    /// ```no_run
+    /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// tracia.prompts().delete("welcome-email").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn delete(&self, slug: &str) -> Result<()> {
         let span = client_span("prompts.delete", Some(slug));
         let _: serde::de::IgnoredAny = call(
@@ -588,6 +622,14 @@ impl Prompts<'_> {
     }
 
     /// Runs a prompt on the server.
+    ///
+    /// ```no_run
+    /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// let run = tracia::RunPrompt::default().variable("name", "Ada");
+    /// let result = tracia.prompts().run("welcome-email", run).await?;
+    /// println!("{:?} (span {})", result.text, result.span_id);
+    /// # Ok(()) }
+    /// ```
     pub async fn run(&self, slug: &str, run: RunPrompt) -> Result<RunPromptResult> {
         let span = client_span("prompts.run", Some(slug));
         if let Some(version) = run.version {
@@ -610,6 +652,14 @@ impl Prompts<'_> {
 
 impl Spans<'_> {
     /// One page of spans.
+    ///
+    /// ```no_run
+    /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// let failed = tracia::ListSpans { status: Some("ERROR".into()), ..Default::default() };
+    /// let page = tracia.spans().list(failed).await?;
+    /// println!("{} failed spans, more: {}", page.spans.len(), page.next_cursor.is_some());
+    /// # Ok(()) }
+    /// ```
     pub async fn list(&self, query: ListSpans) -> Result<SpanPage> {
         let span = client_span("spans.list", None);
         let url = url(self.tracia, &["spans"])?;
@@ -636,10 +686,14 @@ impl Spans<'_> {
             async move {
                 let Some(query) = query else { return Ok(None) };
                 let page = tracia.spans().list(query.clone()).await?;
-                let next = page.next_cursor.map(|cursor| ListSpans {
-                    cursor: Some(cursor),
-                    ..query
-                });
+                // An empty or repeated cursor would page forever: it ends the list.
+                let next = page
+                    .next_cursor
+                    .filter(|c| !c.is_empty() && Some(c) != query.cursor.as_ref())
+                    .map(|cursor| ListSpans {
+                        cursor: Some(cursor),
+                        ..query
+                    });
                 Ok(Some((page.spans, next)))
             }
         })
@@ -649,14 +703,44 @@ impl Spans<'_> {
     }
 
     /// One span with its details.
+    ///
+    /// ```no_run
+    /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// let span = tracia.spans().get("sp_0123456789abcdef").await?;
+    /// println!("{:?}: {:?}", span.item.model, span.output);
+    /// # Ok(()) }
+    /// ```
     pub async fn get(&self, span_id: &str) -> Result<Span> {
         let span = client_span("spans.get", None);
         call(self.tracia, Method::GET, &["spans", span_id], NO_BODY, span).await
     }
 
     /// Attaches an evaluation to a span.
+    ///
+    /// A span of this process whose upload to Tracia is still pending is flushed and
+    /// waited for first (up to the client's timeout), so evaluating right after
+    /// `run_local` does not race the upload into a 404.
+    ///
+    /// ```no_run
+    /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// let result = tracia.run_local(tracia::RunLocal::new("gpt-4o").user("Hi")).await?;
+    /// tracia.spans().evaluate(&result.span_id, tracia::Evaluate::new("quality", 1.0)).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn evaluate(&self, span_id: &str, evaluation: Evaluate) -> Result<Evaluation> {
         let span = client_span("spans.evaluate", None);
+        // A malformed id is not ours to wait for; the server answers it.
+        if let Ok(id) = crate::ids::parse_span_id(span_id)
+            && crate::pending::is_pending(id)
+        {
+            let timeout = self.tracia.default_timeout();
+            async {
+                crate::telemetry::flush_installed().await;
+                let _ = tokio::time::timeout(timeout, crate::pending::settled(id)).await;
+            }
+            .instrument(span.clone())
+            .await;
+        }
         call(
             self.tracia,
             Method::POST,
@@ -785,7 +869,7 @@ struct WireError {
 
 /// Reads `{"error":{"code","message"}}` first, then `{"code","message"}`; a body
 /// without a code falls back on the HTTP status.
-fn api_error(status: reqwest::StatusCode, body: &[u8]) -> Error {
+pub(crate) fn api_error(status: reqwest::StatusCode, body: &[u8]) -> Error {
     let wire = serde_json::from_slice::<WireError>(body).ok();
     let (code, message) = match wire {
         Some(WireError {
@@ -803,7 +887,17 @@ fn api_error(status: reqwest::StatusCode, body: &[u8]) -> Error {
         }
     });
     let error = match code {
-        Some(raw) => Error::new(ErrorCode::parse(&raw), message).with_raw_code(raw),
+        Some(raw) => {
+            let code = match ErrorCode::parse(&raw) {
+                // Tracia documents no code for its 429: whichever one it names, it is
+                // the rate limit.
+                ErrorCode::Unknown if status == reqwest::StatusCode::TOO_MANY_REQUESTS => {
+                    ErrorCode::RateLimited
+                }
+                code => code,
+            };
+            Error::new(code, message).with_raw_code(raw)
+        }
         None => Error::new(status_code(status), message),
     };
     error.with_status(status.as_u16())

@@ -80,7 +80,7 @@ pub(crate) fn input_messages(messages: &[Message]) -> String {
             msg
         })
         .collect();
-    Value::Array(out).to_string()
+    json_text(&Value::Array(out))
 }
 
 fn content_parts(content: &Content) -> Vec<Value> {
@@ -116,7 +116,7 @@ pub(crate) fn output_messages(
         parts.push(json!({"type": "text", "content": text}));
     }
     parts.extend(tool_calls.iter().map(tool_call_part));
-    json!([{"role": "assistant", "parts": parts, "finish_reason": finish_reason}]).to_string()
+    json_text(&json!([{"role": "assistant", "parts": parts, "finish_reason": finish_reason}]))
 }
 
 /// `gen_ai.tool.definitions`; without `full`, names only (the semconv advises against
@@ -135,7 +135,13 @@ pub(crate) fn tool_definitions(tools: &[ToolDefinition], full: bool) -> String {
             v
         })
         .collect();
-    Value::Array(out).to_string()
+    json_text(&Value::Array(out))
+}
+
+/// The compact JSON text of `value`, as `Value::to_string` writes it, without going
+/// through `fmt::Display` (several times slower for the messages of every call).
+fn json_text(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// Reads `gen_ai.input.messages` back into Tracia messages (for the Tracia exporter).

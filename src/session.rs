@@ -2,11 +2,13 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use opentelemetry::trace::{SpanId, TraceId};
+use http::HeaderMap;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 
 use crate::client::Tracia;
 use crate::error::Result;
 use crate::ids;
+use crate::propagation::{self, Conversation};
 use crate::responses::{ResponsesResult, RunResponses};
 use crate::responses_stream::ResponsesStream;
 use crate::run::{RunLocal, RunResult};
@@ -35,6 +37,7 @@ use crate::stream::RunStream;
 pub struct Session {
     tracia: Tracia,
     position: Arc<Mutex<Position>>,
+    conversation: Conversation,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -55,11 +58,39 @@ impl Session {
                 trace_id,
                 last_span_id,
             })),
+            conversation: Conversation::default(),
         }
+    }
+
+    /// The session the incoming `headers` carry (see [`Tracia::session_from_headers`]).
+    pub(crate) fn from_headers(tracia: Tracia, headers: &HeaderMap) -> Self {
+        let cx = propagation::extract(headers);
+        let remote = cx.span().span_context().clone();
+        let ambient = opentelemetry::Context::current()
+            .span()
+            .span_context()
+            .clone();
+        // A handler span already continuing that trace (TraceContextLayer,
+        // set_parent_from) is the better parent: the calls then nest under it.
+        let continued =
+            remote.is_valid() && !(ambient.is_valid() && ambient.trace_id() == remote.trace_id());
+        let mut session = match continued {
+            true => Self::new(tracia, Some(remote.trace_id()), Some(remote.span_id())),
+            false => Self::new(tracia, None, None),
+        };
+        session.conversation = propagation::conversation(&cx);
+        session
     }
 
     fn position(&self) -> Position {
         *self.position.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The session's conversation goes on every call that names none of its own.
+    fn converse(&self, mut input: RunLocal) -> RunLocal {
+        self.conversation
+            .fill(&mut input.session_id, &mut input.user_id);
+        input
     }
 
     fn placement(&self) -> Placement {
@@ -87,7 +118,10 @@ impl Session {
 
     /// Runs a call as the next turn of the session.
     pub async fn run_local(&self, input: RunLocal) -> Result<RunResult> {
-        let result = self.tracia.run_local_at(input, self.placement()).await?;
+        let result = self
+            .tracia
+            .run_local_at(self.converse(input), self.placement())
+            .await?;
         self.moved_to(&result.trace_id, &result.span_id);
         Ok(result)
     }
@@ -98,7 +132,7 @@ impl Session {
     pub async fn run_local_stream(&self, input: RunLocal) -> Result<RunStream> {
         let stream = self
             .tracia
-            .run_local_stream_at(input, self.placement())
+            .run_local_stream_at(self.converse(input), self.placement())
             .await?;
         self.moved_to(&stream.trace_id(), &stream.span_id());
         Ok(stream)
@@ -121,7 +155,7 @@ impl Session {
     pub async fn run_responses(&self, input: RunResponses) -> Result<ResponsesResult> {
         let result = self
             .tracia
-            .run_responses_at(input, self.placement())
+            .run_responses_at(input.with(|c| self.converse(c)), self.placement())
             .await?;
         self.moved_to(&result.trace_id, &result.span_id);
         Ok(result)
@@ -139,7 +173,7 @@ impl Session {
     pub async fn run_responses_stream(&self, input: RunResponses) -> Result<ResponsesStream> {
         let stream = self
             .tracia
-            .run_responses_stream_at(input, self.placement())
+            .run_responses_stream_at(input.with(|c| self.converse(c)), self.placement())
             .await?;
         self.moved_to(&stream.trace_id(), &stream.span_id());
         Ok(stream)
@@ -153,6 +187,68 @@ impl Session {
     /// The span id of the last call, once there is one.
     pub fn last_span_id(&self) -> Option<String> {
         self.position().last_span_id.map(ids::format_span_id)
+    }
+
+    /// Names the conversation (`session.id`) of every call that names none of its own.
+    ///
+    /// ```
+    /// # fn demo(tracia: tracia::Tracia) {
+    /// let session = tracia.create_session().with_session_id("conv_7").with_user_id("user_42");
+    /// assert_eq!(session.conversation().session_id.as_deref(), Some("conv_7"));
+    /// # }
+    /// ```
+    pub fn with_session_id(mut self, id: impl Into<String>) -> Self {
+        self.conversation.session_id = Some(id.into());
+        self
+    }
+
+    /// Names the end user (`user.id`) of every call that names none of its own.
+    pub fn with_user_id(mut self, id: impl Into<String>) -> Self {
+        self.conversation.user_id = Some(id.into());
+        self
+    }
+
+    /// The session and user its calls carry.
+    pub fn conversation(&self) -> &Conversation {
+        &self.conversation
+    }
+
+    /// Writes the session's position and conversation into `headers`: `traceparent`
+    /// naming the last call (once there is one) and baggage `session.id` / `user.id`.
+    /// Put them on a response, or on a request to another service, and
+    /// [`Tracia::session_from_headers`] continues the session there: its next call is
+    /// the child of this session's last one, in the same trace.
+    ///
+    /// ```
+    /// # fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// let session = tracia.create_session_from("tr_0123456789abcdef", Some("sp_0123456789abcdef"))?
+    ///     .with_session_id("conv_7");
+    /// let mut headers = http::HeaderMap::new();
+    /// session.write_headers(&mut headers);
+    /// assert_eq!(headers["traceparent"], "00-00000000000000000123456789abcdef-0123456789abcdef-01");
+    /// let next = tracia.session_from_headers(&headers);
+    /// assert_eq!(next.last_span_id().as_deref(), Some("sp_0123456789abcdef"));
+    /// # Ok(()) }
+    /// ```
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        let mut cx = opentelemetry::Context::new();
+        if let Position {
+            trace_id: Some(trace),
+            last_span_id: Some(span),
+        } = self.position()
+        {
+            let sc = SpanContext::new(
+                trace,
+                span,
+                TraceFlags::SAMPLED,
+                true,
+                TraceState::default(),
+            );
+            cx = cx.with_remote_span_context(sc);
+        }
+        let c = &self.conversation;
+        let cx = propagation::with_conversation(cx, c.session_id.as_deref(), c.user_id.as_deref());
+        propagation::inject_context(&cx, headers);
     }
 
     /// Forgets the position: the next call starts a new trace.

@@ -387,7 +387,7 @@ impl CallSpan {
         for (key, value) in &response.attributes {
             span.record(*key, value.as_str());
         }
-        if self.settings.capture_content {
+        if self.settings.capture_content && !span.is_disabled() {
             span.record(
                 "gen_ai.output.messages",
                 semconv::output_messages(
@@ -497,7 +497,9 @@ fn record_request(
     if !input.tags.is_empty() {
         string_array(span, semconv::TRACIA_TAGS, input.tags.iter().cloned());
     }
-    if settings.capture_content {
+    // A span no subscriber records (none installed, or `send_trace(false)`) is not
+    // worth the JSON: it is most of what an untraced call would spend here.
+    if settings.capture_content && !span.is_disabled() {
         span.record("gen_ai.input.messages", semconv::input_messages(messages));
         if !input.variables.is_empty() {
             let vars = serde_json::to_string(&input.variables).unwrap_or_default();

@@ -180,6 +180,8 @@ pub(crate) struct StreamCore<T> {
     first_chunk_seen: bool,
     ended: bool,
     outcome: Option<Result<Finished>>,
+    /// Set when the body was cut because one event grew past the size limit.
+    too_large: Arc<AtomicBool>,
 }
 
 impl<T: Unpin> StreamCore<T> {
@@ -208,8 +210,12 @@ impl<T: Unpin> StreamCore<T> {
             }
         };
         let body = response.bytes_stream();
+        let too_large = Arc::new(AtomicBool::new(false));
         let events: Events = match state.wire.framing() {
-            Framing::Sse => Box::pin(transport::sse_events(body, timeout)),
+            Framing::Sse => Box::pin(transport::sse_events(
+                transport::bounded_events(body, transport::MAX_RESPONSE_BYTES, too_large.clone()),
+                timeout,
+            )),
             Framing::AwsEventStream => Box::pin(eventstream::events(body, timeout)),
         };
         Ok(Self {
@@ -223,6 +229,7 @@ impl<T: Unpin> StreamCore<T> {
             first_chunk_seen: false,
             ended: false,
             outcome: None,
+            too_large,
         })
     }
 
@@ -370,6 +377,11 @@ impl<T: Unpin> Stream for StreamCore<T> {
                     ErrorCode::ProviderError,
                     "LLM provider error: the stream ended before the response was complete",
                 ),
+            };
+            let failure = if this.too_large.load(Ordering::Acquire) {
+                transport::too_large_error("an event of the stream")
+            } else {
+                failure
             };
             let yielded = failure.duplicate();
             this.end(Ending::Failed(failure));

@@ -280,6 +280,7 @@ impl TelemetryBuilder {
                 self.batch_config(),
                 reporter,
                 &mut reporters,
+                false,
             );
         }
         if tracia_wanted {
@@ -293,6 +294,7 @@ impl TelemetryBuilder {
                 self.batch_config(),
                 reporter,
                 &mut reporters,
+                true,
             );
         }
         Ok(TelemetryGuard {
@@ -390,13 +392,15 @@ impl TelemetryBuilder {
     }
 }
 
-/// Adds a backend: its own batch processor (queue and thread), counted on the way in.
+/// Adds a backend: its own batch processor (queue and thread), counted on the way in,
+/// its GenAI spans' uploads tracked as pending when `track_pending` (Tracia's).
 fn with_backend(
     provider: opentelemetry_sdk::trace::TracerProviderBuilder,
     exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
     config: BatchConfig,
     reporter: Arc<Reporter>,
     reporters: &mut Vec<Arc<Reporter>>,
+    track_pending: bool,
 ) -> opentelemetry_sdk::trace::TracerProviderBuilder {
     let processor = BatchSpanProcessor::builder(exporter)
         .with_batch_config(config)
@@ -405,6 +409,7 @@ fn with_backend(
     provider.with_span_processor(CountingProcessor {
         inner: processor,
         reporter,
+        track_pending,
     })
 }
 
@@ -553,7 +558,8 @@ impl TelemetryGuard {
         self.provider.as_ref()
     }
 
-    /// Waits until every span ended so far has been exported (or given up on).
+    /// Waits until every span ended so far has been exported (or given up on), at
+    /// most 60 s per backend.
     pub async fn flush(&self) {
         if let Some(provider) = &self.provider {
             flush_provider(provider.clone()).await;

@@ -15,6 +15,7 @@ use serde_json::{Map, json};
 use crate::error::{Error, Result};
 use crate::export::{ExportRuntime, FailureCallback, Reporter};
 use crate::ids;
+use crate::pending;
 use crate::semconv;
 
 const DEFAULT_BASE_URL: &str = "https://app.tracia.io";
@@ -168,12 +169,25 @@ impl TraciaExporter {
 impl SpanExporter for TraciaExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let total = batch.len() as u64;
-        let payloads: Vec<serde_json::Value> = batch.iter().filter_map(span_payload).collect();
+        let mut payloads = Vec::new();
+        for span in &batch {
+            let id = span.span_context.span_id();
+            match span_payload(span) {
+                // Pending from here on also for a provider without `telemetry`'s processor.
+                Some(payload) => {
+                    pending::mark(id);
+                    payloads.push((id, payload));
+                }
+                // A GenAI span without model or provider was marked but is not sent.
+                None => pending::settle(id),
+            }
+        }
         self.reporter.skipped(total - payloads.len() as u64);
         if payloads.is_empty() {
             return Ok(());
         }
         let count = payloads.len() as u64;
+        let ids: Vec<SpanId> = payloads.iter().map(|(id, _)| *id).collect();
         let upload = Upload {
             client: self.client.clone(),
             url: self.spans_url.clone(),
@@ -182,12 +196,20 @@ impl SpanExporter for TraciaExporter {
         };
         let work = async move {
             futures::stream::iter(payloads)
-                .map(|p| upload.clone().send(p))
+                .map(|(id, p)| {
+                    let upload = upload.clone();
+                    async move {
+                        let result = upload.send(p).await;
+                        pending::settle(id);
+                        result
+                    }
+                })
                 .buffer_unordered(CONCURRENT_UPLOADS)
                 .collect::<Vec<_>>()
                 .await
         };
         let Some(results) = self.runtime.run(work).await else {
+            ids.into_iter().for_each(pending::settle);
             self.reporter
                 .failed(count, "the export runtime has stopped");
             return Err(OTelSdkError::InternalFailure(
@@ -261,6 +283,18 @@ impl Upload {
     }
 }
 
+/// The `gen_ai.operation.name` of a GenAI span, the only kind Tracia stores.
+pub(crate) fn genai_operation(span: &SpanData) -> Option<&str> {
+    let kv = span
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == semconv::OPERATION_NAME)?;
+    match &kv.value {
+        Value::String(v) => Some(v.as_str()),
+        _ => None,
+    }
+}
+
 /// Maps a GenAI span to the Tracia span payload (`POST /api/v1/spans`); `None` for
 /// spans that are not GenAI spans. This is what [`TraciaExporter`] sends, and what a
 /// Tracia-compatible backend receiving OTLP can store (`tracia-collector` does).
@@ -310,7 +344,7 @@ pub fn span_payload(span: &SpanData) -> Option<serde_json::Value> {
         Some(Value::I64(v)) => Some(*v as f64),
         _ => None,
     };
-    let operation = s(semconv::OPERATION_NAME)?;
+    let operation = genai_operation(span)?;
     let provider = s(semconv::TRACIA_PROVIDER).or_else(|| {
         // `gen_ai.system` is the pre-1.37 name other instrumentations still send.
         s(semconv::PROVIDER_NAME)

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, future, stream};
 use http::HeaderMap;
 
 use crate::chat::ErrorBody;
@@ -57,7 +57,9 @@ pub(crate) async fn send(
         return Ok(response);
     }
     let retry_after = retry_after(response.headers());
-    let body = response.bytes().await.unwrap_or_default();
+    let body = read_body(response, MAX_ERROR_BODY_BYTES, timeout)
+        .await
+        .unwrap_or_default();
     let detail = wire
         .error_message(&body)
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
@@ -82,6 +84,204 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs_f64)
 }
 
+/// The most bytes read of one provider answer: a whole non-streamed body, or one
+/// server-sent event of a stream (a stream itself may go on, event by event). Real
+/// answers are far smaller; a bigger one is refused instead of buffered whole.
+pub(crate) const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// The most bytes read of an error answer (only its message is kept).
+const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
+
+/// `PROVIDER_ERROR` for an answer over [`MAX_RESPONSE_BYTES`], naming the limit.
+pub(crate) fn too_large_error(what: &str) -> Error {
+    Error::new(
+        ErrorCode::ProviderError,
+        format!(
+            "LLM provider error: {what} is larger than the {} MiB limit",
+            MAX_RESPONSE_BYTES / (1024 * 1024)
+        ),
+    )
+}
+
+/// Reads a whole response body, refusing one over `limit` bytes: at once by its
+/// `Content-Length`, else as soon as more than that has arrived.
+pub(crate) async fn read_body(
+    response: reqwest::Response,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large_error("the response"));
+    }
+    let mut body = bytes::BytesMut::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| transport_error(e, timeout))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large_error("the response"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Hands an SSE body on in whole lines, and ends it as soon as one event (the bytes up
+/// to a blank line) grows past `limit`, setting `over`. Both bound the decoder's work:
+/// it would buffer an endless event whole, and it re-reads an unfinished line from its
+/// start on every chunk (quadratic in the line's length).
+pub(crate) fn bounded_events(
+    body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    limit: usize,
+    over: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static {
+    let state = LineBuffer {
+        body: Box::pin(body),
+        pending: bytes::BytesMut::new(),
+        bounds: EventBounds {
+            in_event: 0,
+            at_line_start: true,
+            after_cr: false,
+        },
+        limit,
+        over,
+    };
+    stream::unfold(state, |mut state| async move {
+        let item = state.next().await?;
+        Some((item, state))
+    })
+}
+
+struct LineBuffer<S> {
+    body: std::pin::Pin<Box<S>>,
+    /// Bytes of a line not yet ended.
+    pending: bytes::BytesMut,
+    bounds: EventBounds,
+    limit: usize,
+    over: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<S: Stream<Item = reqwest::Result<Bytes>>> LineBuffer<S> {
+    /// The next run of whole lines (or the rest, at the end of the body).
+    async fn next(&mut self) -> Option<reqwest::Result<Bytes>> {
+        loop {
+            let chunk = match self.body.next().await {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => return Some(Err(e)),
+                None if self.pending.is_empty() => return None,
+                None => return Some(Ok(self.pending.split().freeze())),
+            };
+            if !self.bounds.feed(&chunk, self.limit) {
+                self.over.store(true, std::sync::atomic::Ordering::Release);
+                return None;
+            }
+            // Up to the last line end: a CR last of all may be half a CRLF, kept back.
+            let searched = self.pending.len().saturating_sub(1);
+            self.pending.extend_from_slice(&chunk);
+            let usable = self.pending.len() - usize::from(self.pending.ends_with(b"\r"));
+            if let Some(i) = self.pending[searched.min(usable)..usable]
+                .iter()
+                .rposition(|&b| b == b'\n' || b == b'\r')
+            {
+                return Some(Ok(self
+                    .pending
+                    .split_to(searched.min(usable) + i + 1)
+                    .freeze()));
+            }
+        }
+    }
+}
+
+/// Where an SSE body stands: bytes of the current event, and the line-ending state
+/// (`\n`, `\r\n` and `\r` all end a line; an empty line ends an event).
+struct EventBounds {
+    in_event: usize,
+    at_line_start: bool,
+    after_cr: bool,
+}
+
+impl EventBounds {
+    /// Takes the next bytes; false once the current event is over `limit` bytes.
+    fn feed(&mut self, chunk: &[u8], limit: usize) -> bool {
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let text = rest
+                .iter()
+                .position(|&b| b == b'\n' || b == b'\r')
+                .unwrap_or(rest.len());
+            if text > 0 {
+                self.in_event += text;
+                self.at_line_start = false;
+                self.after_cr = false;
+            }
+            if let Some(&b) = rest.get(text) {
+                if b == b'\n' && self.after_cr {
+                    // The LF of a CRLF: the CR already ended the line.
+                    self.after_cr = false;
+                } else {
+                    self.after_cr = b == b'\r';
+                    if self.at_line_start {
+                        self.in_event = 0;
+                    }
+                    self.at_line_start = true;
+                }
+                self.in_event += 1;
+            }
+            if self.in_event > limit {
+                return false;
+            }
+            rest = &rest[(text + 1).min(rest.len())..];
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod bounded_events_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    async fn pass(chunks: &[&'static [u8]], limit: usize) -> (Vec<Bytes>, bool) {
+        let over = Arc::new(AtomicBool::new(false));
+        let chunks: Vec<reqwest::Result<Bytes>> =
+            chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
+        let body = stream::iter(chunks);
+        let out = bounded_events(body, limit, over.clone())
+            .map(|c| c.unwrap())
+            .collect()
+            .await;
+        (out, over.load(Ordering::Acquire))
+    }
+
+    #[tokio::test]
+    async fn lines_are_handed_on_whole_however_they_are_split() {
+        let chunks: [&[u8]; 5] = [b"data: a", b"b\r", b"\n\r", b"\ndata: c\n\nda", b"ta: d"];
+        let (out, over) = pass(&chunks, 1024).await;
+        assert!(!over);
+        assert_eq!(out.concat(), chunks.concat(), "every byte, in order");
+        assert_eq!(
+            out,
+            [&b"data: ab\r\n"[..], b"\r\ndata: c\n\n", b"data: d"],
+            "each piece ends a line (no half CRLF), the rest at the end"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_event_over_the_limit_ends_the_body() {
+        // Events of 9, 12 and 9 bytes under a 12-byte limit, however their lines end;
+        // the body as a whole is far over it.
+        let events: [&[u8]; 3] = [b"data: 1\n\n", b"data: 22\r\n\r\n", b"data: 3\r\r"];
+        let (out, over) = pass(&events, 12).await;
+        assert!(!over);
+        assert_eq!(out.concat(), events.concat());
+        // A 14-byte event is cut before any of its bytes are handed on.
+        let (out, over) = pass(&[b"data: 1\n\n", b"data: 2222", b"22\n\n"], 12).await;
+        assert!(over);
+        assert_eq!(out, [&b"data: 1\n\n"[..]]);
+    }
+}
+
 /// One server-sent event: its name (empty when unnamed) and data.
 #[derive(Debug)]
 pub(crate) struct SseEvent {
@@ -96,19 +296,90 @@ pub(crate) fn sse_events(
     timeout: Duration,
 ) -> impl Stream<Item = Result<SseEvent>> + Send + 'static {
     use eventsource_stream::{EventStreamError, Eventsource};
-    body.eventsource().map(move |item| match item {
-        Ok(ev) => Ok(SseEvent {
-            event: ev.event,
-            data: ev.data,
-        }),
-        Err(EventStreamError::Transport(e)) => Err(transport_error(e, timeout)),
-        Err(EventStreamError::Utf8(e)) => Err(Error::new(
-            ErrorCode::ProviderError,
-            format!("LLM provider error: stream is not valid UTF-8: {e}"),
-        )),
-        Err(EventStreamError::Parser(e)) => Err(Error::new(
-            ErrorCode::ProviderError,
-            format!("LLM provider error: malformed event stream: {e}"),
-        )),
+    // eventsource-stream 0.2.3 strips a leading byte-order mark by slicing the 3-byte
+    // character at byte 1, which panics: it must never see one first. The stream it
+    // reads starts with an empty line, which the SSE parser ignores (and after which it
+    // no longer looks for a mark), and the body's own mark is removed here.
+    let start = stream::once(future::ready(Ok(Bytes::from_static(b"\n"))));
+    start
+        .chain(without_bom(body))
+        .eventsource()
+        .map(move |item| match item {
+            Ok(ev) => Ok(SseEvent {
+                event: ev.event,
+                data: ev.data,
+            }),
+            Err(EventStreamError::Transport(e)) => Err(transport_error(e, timeout)),
+            Err(EventStreamError::Utf8(e)) => Err(Error::new(
+                ErrorCode::ProviderError,
+                format!("LLM provider error: stream is not valid UTF-8: {e}"),
+            )),
+            Err(EventStreamError::Parser(e)) => Err(Error::new(
+                ErrorCode::ProviderError,
+                format!("LLM provider error: malformed event stream: {e}"),
+            )),
+        })
+}
+
+/// The body without the one byte-order mark it may start with (the SSE rule), however
+/// the mark's 3 bytes are split across chunks.
+fn without_bom(
+    body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+) -> impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static {
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    // The bytes held back while they may still be the start of a mark; `None` once the
+    // start is decided.
+    let head: Option<Vec<u8>> = Some(Vec::new());
+    stream::unfold((Box::pin(body), head), |(mut body, mut head)| async move {
+        let Some(mut held) = head.take() else {
+            let item = body.next().await?;
+            return Some((item, (body, None)));
+        };
+        loop {
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    held.extend_from_slice(&chunk);
+                    if held.len() < BOM.len() && BOM.starts_with(&held) {
+                        continue;
+                    }
+                    let rest = held.strip_prefix(BOM).unwrap_or(&held);
+                    return Some((Ok(Bytes::copy_from_slice(rest)), (body, None)));
+                }
+                Some(Err(e)) => return Some((Err(e), (body, Some(held)))),
+                None if held.is_empty() => return None,
+                None => return Some((Ok(Bytes::from(held)), (body, None))),
+            }
+        }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn decode(chunks: &[&'static [u8]]) -> Vec<(String, String)> {
+        let chunks: Vec<&'static [u8]> = chunks.to_vec();
+        let body = stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from_static(c))));
+        sse_events(body, Duration::from_secs(1))
+            .map(|e| e.map(|e| (e.event, e.data)).unwrap())
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_leading_byte_order_mark_is_skipped_however_it_is_split() {
+        let expected = vec![("message".to_owned(), "{}".to_owned())];
+        assert_eq!(decode(&[b"\xEF\xBB\xBFdata: {}\n\n"]).await, expected);
+        assert_eq!(
+            decode(&[b"\xEF", b"", b"\xBB", b"\xBFdata: {}\n\n"]).await,
+            expected
+        );
+        assert_eq!(decode(&[b"data: {}\n\n"]).await, expected);
+        // Only one mark is the stream's: a second one starts the first field's name.
+        assert!(
+            decode(&[b"\xEF\xBB\xBF\xEF\xBB\xBFdata: {}\n\n"])
+                .await
+                .is_empty()
+        );
+    }
 }

@@ -46,11 +46,13 @@ impl Usage {
         cache_write: Option<u64>,
         output: u64,
     ) -> Self {
-        let input = uncached_input + cache_read.unwrap_or(0) + cache_write.unwrap_or(0);
+        let input = uncached_input
+            .saturating_add(cache_read.unwrap_or(0))
+            .saturating_add(cache_write.unwrap_or(0));
         Usage {
             input_tokens: input,
             output_tokens: output,
-            total_tokens: input + output,
+            total_tokens: input.saturating_add(output),
             cache_read_input_tokens: cache_read,
             cache_creation_input_tokens: cache_write,
             reasoning_output_tokens: None,

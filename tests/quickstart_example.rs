@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -15,24 +14,9 @@ use support::{FakeProvider, OtlpReceiver};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn quickstart_binary() -> PathBuf {
-    // The test binary lives in target/<profile>/deps; examples in target/<profile>/examples.
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("quickstart{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: run the whole suite (`cargo test --workspace`), which builds the examples",
-        bin.display()
-    );
-    bin
-}
-
 /// Runs `quickstart --model MODEL [extra…]` with a clean environment plus `env`.
 async fn run_quickstart(model: &str, extra: &[&str], env: Vec<(&str, String)>) -> Output {
-    let mut cmd = Command::new(quickstart_binary());
+    let mut cmd = Command::new(support::example_binary("quickstart"));
     cmd.env_clear().arg("--model").arg(model).args(extra);
     for (k, v) in env {
         cmd.env(k, v);

@@ -1,16 +1,18 @@
 //! The Tracia REST client (`prompts()`, `spans()`) against the real collector served
-//! in-process, and its error handling against the fake server's canned replies.
+//! in-process, and its requests and error handling against a stub's canned replies.
 
 mod support;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::TryStreamExt;
-use serde_json::json;
-use support::{FakeProvider, OtlpReceiver};
+use serde_json::{Value, json};
+use support::{FakeProvider, OtlpReceiver, RecordedRequest};
 use tracia::{
-    CreatePrompt, ErrorCode, Evaluate, ListSpans, PromptMessage, RunPrompt, Tracia, UpdatePrompt,
+    CreatePrompt, ErrorCode, Evaluate, ListSpans, PromptMessage, RunLocal, RunMessage, RunPrompt,
+    Tracia, UpdatePrompt,
 };
 use tracia_collector::{AppState, store::Store};
 
@@ -127,65 +129,288 @@ async fn prompts_create_get_list_update_run_delete() {
     assert_eq!(gone.status(), Some(404));
 }
 
+/// Stores a span through `POST /api/v1/spans` as the Tracia SDKs send it: a successful
+/// chat span, with `fields` on top.
+async fn post_span(base: &str, span_id: &str, fields: Value) {
+    let mut span = json!({
+        "spanId": span_id, "model": "gpt-4o", "provider": "openai",
+        "input": {"messages": [{"role": "user", "content": "hi"}]}, "status": "SUCCESS",
+        "latencyMs": 1, "inputTokens": 1, "outputTokens": 1, "totalTokens": 2,
+    });
+    span.as_object_mut()
+        .unwrap()
+        .extend(fields.as_object().unwrap().clone());
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/spans"))
+        .json(&span)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+/// The span ids of one page, newest first as the API lists them.
+async fn listed(tracia: &Tracia, query: ListSpans) -> Vec<String> {
+    let page = tracia.spans().list(query).await.unwrap();
+    page.spans.into_iter().map(|s| s.span_id).collect()
+}
+
+const A: &str = "sp_00000000000000a1";
+const B: &str = "sp_00000000000000b2";
+const C: &str = "sp_00000000000000c3";
+
 #[tokio::test]
-async fn spans_list_pages_over_next_cursor() {
+async fn spans_list_filters_select_exactly_the_matching_spans() {
     let (_dir, tracia, base) = collector(None).await;
-    let http = reqwest::Client::new();
-    for i in 0..3 {
-        let span = json!({
-            "spanId": format!("sp_00000000000000a{i}"), "model": "gpt-4o", "provider": "openai",
-            "input": {"messages": [{"role": "user", "content": "hi"}]}, "status": "SUCCESS",
-            "latencyMs": 1, "inputTokens": 1, "outputTokens": 1, "totalTokens": 2,
-        });
-        let r = http
-            .post(format!("{base}/api/v1/spans"))
-            .json(&span)
-            .send()
+    // The collector dates a span at its arrival minus its latency: A is 3 h old, B 2 h,
+    // C 1 h.
+    let hour = 3_600_000;
+    post_span(
+        &base,
+        A,
+        json!({"latencyMs": 3 * hour, "promptSlug": "welcome", "userId": "u1",
+            "sessionId": "s1", "tags": ["x"]}),
+    )
+    .await;
+    post_span(
+        &base,
+        B,
+        json!({"latencyMs": 2 * hour, "status": "ERROR", "error": "boom", "userId": "u2",
+            "sessionId": "s1", "tags": ["x", "y"]}),
+    )
+    .await;
+    post_span(
+        &base,
+        C,
+        json!({"latencyMs": hour, "promptSlug": "welcome", "userId": "u1",
+            "sessionId": "s2", "tags": ["y"]}),
+    )
+    .await;
+
+    let q = ListSpans::default;
+    let some = |s: &str| Some(s.to_owned());
+    assert_eq!(listed(&tracia, q()).await, [C, B, A]);
+    let by_slug = ListSpans {
+        prompt_slug: some("welcome"),
+        ..q()
+    };
+    assert_eq!(listed(&tracia, by_slug).await, [C, A]);
+    let by_status = |status| ListSpans {
+        status: some(status),
+        ..q()
+    };
+    assert_eq!(listed(&tracia, by_status("ERROR")).await, [B]);
+    assert_eq!(listed(&tracia, by_status("SUCCESS")).await, [C, A]);
+    let by_user = ListSpans {
+        user_id: some("u1"),
+        ..q()
+    };
+    assert_eq!(listed(&tracia, by_user).await, [C, A]);
+    let by_session = ListSpans {
+        session_id: some("s1"),
+        ..q()
+    };
+    assert_eq!(listed(&tracia, by_session).await, [B, A]);
+    let by_tags = |tags: &[&str]| ListSpans {
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        ..q()
+    };
+    assert_eq!(listed(&tracia, by_tags(&["x"])).await, [B, A]);
+    assert_eq!(listed(&tracia, by_tags(&["y"])).await, [C, B]);
+    assert_eq!(
+        listed(&tracia, by_tags(&["x", "y"])).await,
+        [B],
+        "tags: all of them"
+    );
+    assert!(listed(&tracia, by_tags(&["x", "z"])).await.is_empty());
+
+    // Half an hour around B: its own `createdAt` read in a zone 30 min east (earlier)
+    // or west (later) of UTC, Python's `isoformat()` offset form.
+    let b_at = tracia
+        .spans()
+        .get(B)
+        .await
+        .unwrap()
+        .item
+        .created_at
+        .unwrap();
+    let before_b = some(&b_at.replace('Z', "+00:30"));
+    let after_b = some(&b_at.replace('Z', "-00:30"));
+    let since = ListSpans {
+        start_date: before_b.clone(),
+        ..q()
+    };
+    assert_eq!(listed(&tracia, since).await, [C, B]);
+    let until = ListSpans {
+        end_date: after_b.clone(),
+        ..q()
+    };
+    assert_eq!(listed(&tracia, until).await, [B, A]);
+    let between = ListSpans {
+        start_date: before_b,
+        end_date: after_b,
+        ..q()
+    };
+    assert_eq!(listed(&tracia, between).await, [B]);
+
+    let all_at_once = ListSpans {
+        prompt_slug: some("welcome"),
+        user_id: some("u1"),
+        tags: vec!["y".into()],
+        ..q()
+    };
+    assert_eq!(listed(&tracia, all_at_once).await, [C]);
+}
+
+#[tokio::test]
+async fn spans_list_pages_over_next_cursor_and_list_all_yields_every_span_once() {
+    let (_dir, tracia, base) = collector(None).await;
+    // Five spans of one user, a minute apart (newest first: ids 0..5), and one of another.
+    let ids: Vec<String> = (0..5).map(|i| format!("sp_000000000000001{i}")).collect();
+    for (age, id) in ids.iter().enumerate() {
+        post_span(
+            &base,
+            id,
+            json!({"latencyMs": age * 60_000, "userId": "pager"}),
+        )
+        .await;
+    }
+    post_span(&base, "sp_00000000000000ff", json!({"userId": "other"})).await;
+    let query = ListSpans {
+        user_id: Some("pager".into()),
+        limit: Some(2),
+        ..Default::default()
+    };
+
+    let mut pages = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = tracia
+            .spans()
+            .list(ListSpans {
+                cursor: cursor.clone(),
+                ..query.clone()
+            })
             .await
             .unwrap();
-        assert!(r.status().is_success());
+        pages.push(
+            page.spans
+                .iter()
+                .map(|s| s.span_id.clone())
+                .collect::<Vec<_>>(),
+        );
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+        assert!(pages.len() < 3, "page {} must be the last", pages.len());
     }
-    let first = tracia
-        .spans()
-        .list(ListSpans {
-            limit: Some(1),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(first.spans.len(), 1);
-    assert!(first.next_cursor.is_some());
+    assert_eq!(pages, [&ids[0..2], &ids[2..4], &ids[4..5]]);
 
-    let all: Vec<_> = tracia
+    let all: Vec<_> = tracia.spans().list_all(query).try_collect().await.unwrap();
+    let all: Vec<_> = all.into_iter().map(|s| s.span_id).collect();
+    assert_eq!(all, ids, "every span once, in order");
+}
+
+#[tokio::test]
+async fn spans_get_and_evaluate_against_the_collector() {
+    let (_dir, tracia, base) = collector(None).await;
+    post_span(
+        &base,
+        A,
+        json!({"traceId": "tr_00000000000000aa", "parentSpanId": B, "output": "hello",
+            "variables": {"name": "Ada"}, "tags": ["t"], "userId": "u1", "sessionId": "s1",
+            "latencyMs": 812, "inputTokens": 10, "outputTokens": 5, "totalTokens": 15}),
+    )
+    .await;
+
+    let span = tracia.spans().get(A).await.unwrap();
+    assert_eq!(span.item.span_id, A);
+    assert_eq!(span.item.trace_id.as_deref(), Some("tr_00000000000000aa"));
+    assert_eq!(span.item.parent_span_id.as_deref(), Some(B));
+    assert_eq!(span.item.model.as_deref(), Some("gpt-4o"));
+    assert_eq!(span.item.status.as_deref(), Some("SUCCESS"));
+    assert_eq!(span.item.latency_ms, Some(812));
+    assert_eq!(span.item.total_tokens, Some(15));
+    assert!(span.item.created_at.is_some());
+    assert_eq!(span.input["messages"][0]["content"], "hi");
+    assert_eq!(span.output.as_deref(), Some("hello"));
+    assert_eq!(span.variables, Some(json!({"name": "Ada"})));
+    assert_eq!(span.tags, ["t"]);
+    assert_eq!(span.user_id.as_deref(), Some("u1"));
+    assert_eq!(span.session_id.as_deref(), Some("s1"));
+
+    let evaluation = tracia
         .spans()
-        .list_all(ListSpans {
-            limit: Some(1),
-            ..Default::default()
-        })
-        .try_collect()
+        .evaluate(A, Evaluate::new("quality", 0.0).note("too short"))
         .await
         .unwrap();
-    let mut ids: Vec<_> = all.iter().map(|s| s.span_id.as_str()).collect();
-    ids.sort();
-    assert_eq!(
-        ids,
-        [
-            "sp_00000000000000a0",
-            "sp_00000000000000a1",
-            "sp_00000000000000a2"
-        ]
-    );
+    assert!(!evaluation.id.is_empty());
+    assert_eq!(evaluation.evaluator_key, "quality");
+    assert_eq!(evaluation.evaluator_name.as_deref(), Some("Quality"));
+    assert_eq!(evaluation.value, 0.0);
+    assert_eq!(evaluation.note.as_deref(), Some("too short"));
+    assert!(evaluation.created_at.is_some());
+
+    // One segment: the server looks up `sp_abc/special` itself (no route mismatch).
+    let e = tracia.spans().get("sp_abc/special").await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound);
+    assert_eq!(e.message(), "Span not found: sp_abc/special");
+    let e = tracia
+        .spans()
+        .evaluate("sp_abc/special", Evaluate::new("quality", 1.0))
+        .await
+        .unwrap_err();
+    assert_eq!(e.message(), "Span not found: sp_abc/special");
+    let e = tracia
+        .spans()
+        .evaluate(C, Evaluate::new("quality", 1.0))
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.status()), (ErrorCode::NotFound, Some(404)));
+}
+
+/// `spans().evaluate` right after `run_local` waits for that span's upload, which the
+/// batch processor holds back for about a second here: without the wait the collector
+/// would not know the span yet and answer 404.
+#[tokio::test]
+async fn evaluate_waits_for_the_pending_upload_of_its_span() {
+    let fake = FakeProvider::start().await;
+    fake.enqueue_fixture("openai/chat-1");
+    let (_dir, _, base) = collector(None).await;
+    let guard = support::pipeline_at(None, Some((&base, "tr_test_key")), |b| {
+        b.with_scheduled_delay(Duration::from_secs(1))
+    });
+    let _sub = support::install(&guard);
+    let tracia = support::client_with(&fake, |b| {
+        b.with_tracia_api_key("tr_test_key")
+            .with_tracia_base_url(&base)
+    });
+
+    let result = tracia
+        .run_local(RunLocal::new("gpt-4o").user("hi"))
+        .await
+        .unwrap();
+    let evaluation = tracia
+        .spans()
+        .evaluate(&result.span_id, Evaluate::new("quality", 1.0))
+        .await
+        .unwrap();
+    assert_eq!(evaluation.evaluator_key, "quality");
+    assert_eq!(evaluation.value, 1.0);
+    let span = tracia.spans().get(&result.span_id).await.unwrap();
+    assert_eq!(span.item.model.as_deref(), Some("gpt-4o"));
 }
 
 /// Status, headers and body.
 type CannedReply = (u16, Vec<(&'static str, &'static str)>, &'static str);
 
 /// A stub Tracia API: answers every request with the next canned reply and
-/// records each request's path and headers.
+/// records each request.
 #[derive(Clone, Default)]
 struct Stub {
     replies: Arc<Mutex<VecDeque<CannedReply>>>,
-    seen: Arc<Mutex<Vec<(String, http::HeaderMap)>>>,
+    seen: Arc<Mutex<Vec<RecordedRequest>>>,
 }
 
 impl Stub {
@@ -196,10 +421,12 @@ impl Stub {
             move |request: axum::extract::Request| {
                 let stub = stub.clone();
                 async move {
+                    let (parts, body) = request.into_parts();
+                    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
                     stub.seen
                         .lock()
                         .unwrap()
-                        .push((request.uri().path().to_owned(), request.headers().clone()));
+                        .push(RecordedRequest::new(&parts, body));
                     let (status, headers, body) = stub.replies.lock().unwrap().pop_front().unwrap();
                     let mut response = axum::response::Response::new(axum::body::Body::from(body));
                     *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
@@ -224,8 +451,13 @@ impl Stub {
             .push_back((status, headers, body));
     }
 
-    fn path(&self, i: usize) -> String {
-        self.seen.lock().unwrap()[i].0.clone()
+    fn request(&self, i: usize) -> RecordedRequest {
+        self.seen.lock().unwrap()[i].clone()
+    }
+
+    /// Answers 200 with a JSON body.
+    fn ok(&self, body: &'static str) {
+        self.reply(200, vec![("content-type", "application/json")], body);
     }
 }
 
@@ -242,10 +474,10 @@ async fn error_shapes_codes_status_and_retry_after() {
     assert_eq!(e.code(), ErrorCode::NotFound);
     assert_eq!(e.status(), Some(404));
     assert_eq!(e.message(), "Prompt not found: my-prompt/test");
-    assert_eq!(stub.path(0), "/api/v1/prompts/my-prompt%2Ftest");
+    assert_eq!(stub.request(0).path, "/api/v1/prompts/my-prompt%2Ftest");
     assert_eq!(
-        stub.seen.lock().unwrap()[0].1["authorization"],
-        "Bearer tr_test_key"
+        stub.request(0).header("authorization"),
+        Some("Bearer tr_test_key")
     );
 
     stub.reply(
@@ -265,7 +497,7 @@ async fn error_shapes_codes_status_and_retry_after() {
     let e = tracia.spans().get("sp_abc/special").await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Unknown);
     assert_eq!(e.raw_code(), Some("BRAND_NEW"));
-    assert_eq!(stub.path(2), "/api/v1/spans/sp_abc%2Fspecial");
+    assert_eq!(stub.request(2).path, "/api/v1/spans/sp_abc%2Fspecial");
 
     stub.reply(429, vec![("retry-after", "7")], "slow down");
     let e = tracia.prompts().list().await.unwrap_err();
@@ -326,7 +558,7 @@ async fn each_call_is_a_client_span_whose_context_is_sent() {
         span.attributes
     );
     assert_eq!(span.attr_i64("http.response.status_code"), Some(200));
-    let headers = stub.seen.lock().unwrap()[0].1.clone();
+    let headers = stub.request(0).headers;
     assert_eq!(
         headers["traceparent"],
         format!("00-{}-{}-01", span.trace_id, span.span_id)
@@ -343,4 +575,315 @@ async fn each_call_is_a_client_span_whose_context_is_sent() {
     assert!(failed.is_error());
     assert_eq!(failed.attr_str("error.type"), Some("NOT_FOUND"));
     assert_eq!(failed.attr_i64("http.response.status_code"), Some(404));
+}
+
+/// Every method's HTTP method, path (slugs and span ids percent-encoded as one
+/// segment) and body, and the reading of each one's answer.
+#[tokio::test]
+async fn every_method_sends_its_method_encoded_path_and_body() {
+    let (stub, url) = Stub::start().await;
+    let tracia = client(&url);
+    let prompts = tracia.prompts();
+    let slug = "my-prompt/test";
+    let prompt = r#"{"id":"p1","slug":"my-prompt/test","name":"Mine","currentVersion":2,
+        "variables":["name"],"content":[{"id":"m1","role":"user","content":"Hi {{name}}"}]}"#;
+
+    stub.ok(r#"{"prompts":[{"slug":"my-prompt/test","currentVersion":2,"model":"gpt-4o"}]}"#);
+    let list = prompts.list().await.unwrap();
+    assert_eq!((list[0].slug.as_str(), list[0].current_version), (slug, 2));
+
+    stub.ok(prompt);
+    let got = prompts.get(slug).await.unwrap();
+    assert_eq!(got.info.variables, ["name"]);
+    assert_eq!(got.content[0].id.as_deref(), Some("m1"));
+
+    stub.ok(prompt);
+    prompts
+        .create(CreatePrompt {
+            slug: Some(slug.into()),
+            ..CreatePrompt::new("Mine", vec![PromptMessage::new("user", "Hi {{name}}")])
+        })
+        .await
+        .unwrap();
+
+    stub.ok(prompt);
+    let clear_description = UpdatePrompt {
+        description: Some(String::new()),
+        ..Default::default()
+    };
+    prompts.update(slug, clear_description).await.unwrap();
+
+    // Both documented answers to a delete.
+    stub.reply(204, vec![], "");
+    prompts.delete(slug).await.unwrap();
+    stub.ok(r#"{"success":true}"#);
+    prompts.delete(slug).await.unwrap();
+
+    stub.ok(r#"{"text":null,"spanId":"sp_1","traceId":"tr_1","finishReason":"tool_calls"}"#);
+    let run = prompts.run(slug, RunPrompt::default()).await.unwrap();
+    assert_eq!(run.text, None);
+
+    stub.ok(r#"{"spans":[{"spanId":"sp_1","cost":null}],"nextCursor":null}"#);
+    let page = tracia
+        .spans()
+        .list(ListSpans {
+            status: Some("ERROR".into()),
+            start_date: Some("2024-01-15T10:35:00.000Z".into()),
+            user_id: Some("u/1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((page.spans.len(), page.next_cursor), (1, None));
+
+    stub.ok(
+        r#"{"spanId":"sp_abc/special","provider":"openai","input":{"messages":[]},"tags":["a"]}"#,
+    );
+    let span = tracia.spans().get("sp_abc/special").await.unwrap();
+    assert_eq!(span.tags, ["a"]);
+
+    stub.ok(r#"{"id":"eval_1","evaluatorKey":"quality","value":8,"source":"sdk"}"#);
+    let evaluation = tracia
+        .spans()
+        .evaluate(
+            "sp_abc/special",
+            Evaluate::new("quality", 8.0).note("great"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(evaluation.value, 8.0);
+
+    let sent: Vec<_> = stub
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.method.to_string(),
+                r.path.clone(),
+                r.query.clone(),
+                r.body.clone(),
+            )
+        })
+        .collect();
+    let row = |method: &str, path: &str, query: Option<&str>, body: Value| {
+        (
+            method.to_owned(),
+            path.to_owned(),
+            query.map(str::to_owned),
+            body,
+        )
+    };
+    let encoded = "/api/v1/prompts/my-prompt%2Ftest";
+    let span_path = "/api/v1/spans/sp_abc%2Fspecial";
+    assert_eq!(
+        sent,
+        [
+            row("GET", "/api/v1/prompts", None, Value::Null),
+            row("GET", encoded, None, Value::Null),
+            row(
+                "POST",
+                "/api/v1/prompts",
+                None,
+                json!({"name": "Mine", "slug": slug,
+                    "content": [{"role": "user", "content": "Hi {{name}}"}]})
+            ),
+            row("PUT", encoded, None, json!({"description": ""})),
+            row("DELETE", encoded, None, Value::Null),
+            row("DELETE", encoded, None, Value::Null),
+            row("POST", &format!("{encoded}/run"), None, json!({})),
+            row(
+                "GET",
+                "/api/v1/spans",
+                Some("status=ERROR&startDate=2024-01-15T10%3A35%3A00.000Z&userId=u%2F1"),
+                Value::Null
+            ),
+            row("GET", span_path, None, Value::Null),
+            row(
+                "POST",
+                &format!("{span_path}/evaluations"),
+                None,
+                json!({"evaluatorKey": "quality", "value": 8.0, "note": "great"})
+            ),
+        ]
+    );
+}
+
+/// `prompts().run` sends each option under its Tracia name, a multi-turn tool
+/// continuation included, and reads the whole answer.
+#[tokio::test]
+async fn prompts_run_sends_every_option_by_its_tracia_name() {
+    let (stub, url) = Stub::start().await;
+    stub.ok(
+        r#"{"text":"It is sunny.","spanId":"sp_abc123xyz","traceId":"tr_session789",
+        "promptVersion":3,"latencyMs":1250,"usage":{"inputTokens":45,"outputTokens":120,
+        "totalTokens":165},"cost":0.0049,"finishReason":"stop","toolCalls":null,
+        "structuredOutput":{"sunny":true},
+        "messages":[{"role":"tool","content":"22C","toolCallId":"call_1","toolName":"weather"},
+            {"role":"assistant","content":"It is sunny."}]}"#,
+    );
+    let tool_answer = RunMessage {
+        role: "tool".into(),
+        content: json!("22C"),
+        tool_call_id: Some("call_1".into()),
+        tool_name: Some("weather".into()),
+    };
+    let run = RunPrompt {
+        version: Some(3),
+        model: Some("gpt-4o".into()),
+        messages: Some(vec![
+            RunMessage {
+                role: "user".into(),
+                content: json!("Weather in Paris?"),
+                tool_call_id: None,
+                tool_name: None,
+            },
+            tool_answer.clone(),
+        ]),
+        tags: vec!["onboarding".into(), "beta".into()],
+        user_id: Some("user_123".into()),
+        session_id: Some("s_1".into()),
+        trace_id: Some("tr_0123456789abcdef".into()),
+        parent_span_id: Some("sp_0123456789abcdef".into()),
+        ..RunPrompt::default().variable("city", "Paris")
+    };
+    let result = client(&url).prompts().run("weather", run).await.unwrap();
+
+    assert_eq!(
+        stub.request(0).body,
+        json!({
+            "variables": {"city": "Paris"}, "version": 3, "model": "gpt-4o",
+            "messages": [
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "tool", "content": "22C", "toolCallId": "call_1", "toolName": "weather"},
+            ],
+            "tags": ["onboarding", "beta"], "userId": "user_123", "sessionId": "s_1",
+            "traceId": "tr_0123456789abcdef", "parentSpanId": "sp_0123456789abcdef",
+        })
+    );
+    assert_eq!(result.text.as_deref(), Some("It is sunny."));
+    assert_eq!(
+        (result.span_id.as_str(), result.trace_id.as_str()),
+        ("sp_abc123xyz", "tr_session789")
+    );
+    assert_eq!(result.prompt_version, Some(3));
+    assert_eq!(result.latency_ms, Some(1250));
+    assert_eq!(result.usage.total_tokens, 165);
+    assert_eq!(result.cost, Some(0.0049));
+    assert_eq!(result.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(result.tool_calls, None);
+    assert_eq!(result.structured_output, Some(json!({"sunny": true})));
+    assert_eq!(result.messages[0], tool_answer);
+}
+
+/// Answers that are not Tracia's error shape, and successes that cannot be read,
+/// still become typed errors with the HTTP status.
+#[tokio::test]
+async fn unshaped_error_bodies_and_unreadable_answers_are_typed_errors() {
+    let (stub, url) = Stub::start().await;
+    let tracia = &client(&url);
+    let list = move || async move { tracia.prompts().list().await.unwrap_err() };
+
+    stub.reply(
+        500,
+        vec![],
+        r#"{"error":{"code":"PROVIDER_ERROR","message":"upstream failed"}}"#,
+    );
+    let e = list().await;
+    assert_eq!(
+        (e.code(), e.status()),
+        (ErrorCode::ProviderError, Some(500))
+    );
+    assert_eq!(e.message(), "upstream failed");
+
+    stub.reply(
+        502,
+        vec![("content-type", "text/html")],
+        "<html>Bad Gateway</html>",
+    );
+    let e = list().await;
+    assert_eq!((e.code(), e.status()), (ErrorCode::Unknown, Some(502)));
+    assert_eq!(e.message(), "<html>Bad Gateway</html>");
+
+    stub.reply(503, vec![], "Service Unavailable");
+    let e = list().await;
+    assert_eq!(
+        (e.status(), e.message()),
+        (Some(503), "Service Unavailable")
+    );
+
+    // Without a code the status decides it.
+    stub.reply(404, vec![], r#"{"message":"Prompt not found: p"}"#);
+    let e = list().await;
+    assert_eq!(
+        (e.code(), e.message()),
+        (ErrorCode::NotFound, "Prompt not found: p")
+    );
+    assert_eq!(e.raw_code(), None);
+    stub.reply(401, vec![], "  \n");
+    let e = list().await;
+    assert_eq!(
+        (e.code(), e.message()),
+        (ErrorCode::Unauthorized, "HTTP 401")
+    );
+
+    // A 429 is a rate limit whatever (undocumented) code it names.
+    stub.reply(
+        429,
+        vec![("retry-after", "2")],
+        r#"{"error":{"code":"TOO_MANY_REQUESTS","message":"slow down"}}"#,
+    );
+    let e = list().await;
+    assert_eq!(e.code(), ErrorCode::RateLimited);
+    assert_eq!(e.raw_code(), Some("TOO_MANY_REQUESTS"));
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
+
+    for body in [r#"{"prompts":"#, "<html>ok</html>", r#"{"prompts":7}"#] {
+        stub.ok(body);
+        let e = list().await;
+        assert_eq!(
+            (e.code(), e.status()),
+            (ErrorCode::Unknown, Some(200)),
+            "{body}"
+        );
+        assert!(
+            e.message()
+                .starts_with("Invalid response from the Tracia API"),
+            "{body}: {}",
+            e.message()
+        );
+    }
+    // No body where a prompt was expected.
+    stub.reply(204, vec![], "");
+    let e = tracia.prompts().get("p").await.unwrap_err();
+    assert_eq!((e.code(), e.status()), (ErrorCode::Unknown, Some(204)));
+}
+
+#[tokio::test]
+async fn list_all_ends_on_an_empty_or_repeated_cursor() {
+    let (stub, url) = Stub::start().await;
+    let tracia = client(&url);
+    let page = |id: &str, next: &str| -> &'static str {
+        Box::leak(
+            format!(r#"{{"spans":[{{"spanId":"{id}"}}],"nextCursor":{next}}}"#).into_boxed_str(),
+        )
+    };
+    stub.ok(page("sp_1", r#""c1""#));
+    stub.ok(page("sp_2", r#""c1""#)); // the same cursor again: a broken server
+    stub.ok(page("sp_3", r#""""#));
+    let first: Vec<_> = tracia
+        .spans()
+        .list_all(ListSpans::default())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2, "stops at the repeated cursor");
+    let second: Vec<_> = tracia
+        .spans()
+        .list_all(ListSpans::default())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1, "stops at the empty cursor");
 }

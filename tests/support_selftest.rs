@@ -169,6 +169,31 @@ async fn openai_hand_made_errors_and_headers() {
 }
 
 #[tokio::test]
+async fn openai_repeats_a_fixture_after_the_queue_without_recording() {
+    let fake = FakeProvider::start().await;
+    fake.repeat_fixture("openai/chat-1");
+    fake.enqueue_openai_error(429, "slow down", "requests", None);
+    let url = format!("{}/chat/completions", fake.base_url());
+    let post = || client().post(&url).json(&json!({})).send();
+
+    // Queued replies come first and are recorded as usual.
+    assert_eq!(post().await.unwrap().status(), 429);
+    let expected = fixture_response_body("openai/chat-1");
+    for _ in 0..3 {
+        let resp = post().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.bytes().await.unwrap(), expected);
+    }
+    assert_eq!(fake.request_count(), 1);
+    assert_eq!(fake.repeated_count(), 3);
+    assert_eq!(fake.pending(), 0);
+    // The repeated fixture still checks the operation it was recorded for.
+    let wrong = format!("{}/embeddings", fake.base_url());
+    let resp = client().post(&wrong).json(&json!({})).send().await.unwrap();
+    assert_eq!(resp.status(), 500);
+}
+
+#[tokio::test]
 async fn openai_delayed_reply_and_client_timeout() {
     let fake = FakeProvider::start().await;
     let delay = Duration::from_millis(300);
@@ -390,6 +415,10 @@ async fn otlp_decodes_protobuf() {
     assert_eq!(span.attr_str("missing"), None);
     assert_eq!(receiver.requests_count(), 1);
     assert!(receiver.errors().await.is_empty());
+
+    receiver.forget();
+    assert_eq!(receiver.requests_count(), 0);
+    assert!(receiver.spans().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -589,6 +618,10 @@ async fn tracia_checks_auth_and_stores_spans() {
         requests[2].header("authorization"),
         Some("Bearer tr_test_key")
     );
+
+    tracia.forget();
+    assert_eq!(tracia.requests_count(), 0);
+    assert!(tracia.spans().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -639,4 +672,101 @@ async fn dropping_a_server_shuts_it_down() {
         .await
         .unwrap_err();
     assert!(err.is_connect() || err.is_request(), "{err:?}");
+}
+
+/// Down until it comes up on the same port; `Close` cuts each request unanswered;
+/// forced statuses carry `Retry-After` when set; a held (`Hang`) request is cut, not
+/// answered, when the mode changes. Both receivers, through one request builder each.
+async fn check_outage_modes(
+    post: impl Fn() -> reqwest::RequestBuilder,
+    come_up: impl AsyncFnOnce(),
+    set_mode: impl Fn(ReceiverMode),
+    set_retry_after: impl Fn(Option<&str>),
+    requests: impl Fn() -> usize,
+) {
+    let err = post().send().await.unwrap_err();
+    assert!(err.is_connect(), "down: connection refused: {err:?}");
+    assert_eq!(requests(), 0);
+    come_up().await;
+    assert_eq!(post().send().await.unwrap().status(), 200);
+
+    set_mode(ReceiverMode::Close);
+    let err = post().send().await.unwrap_err();
+    assert!(
+        err.is_request() && !err.is_timeout(),
+        "closed, unanswered: {err:?}"
+    );
+    // A fresh connection works again.
+    set_mode(ReceiverMode::Ok);
+    assert_eq!(post().send().await.unwrap().status(), 200);
+
+    set_mode(ReceiverMode::Status(429));
+    set_retry_after(Some("3"));
+    let resp = post().send().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "3");
+    set_retry_after(None);
+
+    set_mode(ReceiverMode::Hang);
+    let held = tokio::spawn(post().send());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while requests() < 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(requests(), 5, "the held request arrived");
+    assert!(!held.is_finished(), "and is held");
+    set_mode(ReceiverMode::Ok);
+    let err = held.await.unwrap().unwrap_err();
+    assert!(
+        err.is_request() && !err.is_timeout(),
+        "cut when the mode changed: {err:?}"
+    );
+}
+
+#[tokio::test]
+async fn otlp_down_close_retry_after_and_released_hang() {
+    let receiver = OtlpReceiver::start_down().await;
+    let post = || {
+        client()
+            .post(receiver.traces_url())
+            .header("content-type", "application/x-protobuf")
+            .body(one_span_request().encode_to_vec())
+    };
+    check_outage_modes(
+        post,
+        async || receiver.come_up().await,
+        |m| receiver.set_mode(m),
+        |v| receiver.set_retry_after(v),
+        || receiver.requests_count(),
+    )
+    .await;
+    assert_eq!(
+        receiver.span_ids().len(),
+        2,
+        "only the two 200s stored a span"
+    );
+}
+
+#[tokio::test]
+async fn tracia_down_close_retry_after_and_released_hang() {
+    let tracia = FakeTracia::start_down("tr_key").await;
+    let post = || {
+        client()
+            .post(tracia.spans_url())
+            .bearer_auth("tr_key")
+            .json(&valid_span())
+    };
+    check_outage_modes(
+        post,
+        async || tracia.come_up().await,
+        |m| tracia.set_mode(m),
+        |v| tracia.set_retry_after(v),
+        || tracia.requests_count(),
+    )
+    .await;
+    assert_eq!(
+        tracia.spans().await.len(),
+        2,
+        "only the two 200s stored a span"
+    );
 }

@@ -238,7 +238,7 @@ impl SpanRecord {
         let output_tokens = span.output_tokens.unwrap_or(0).max(0);
         let total_tokens = span
             .total_tokens
-            .unwrap_or(input_tokens + output_tokens)
+            .unwrap_or(input_tokens.saturating_add(output_tokens))
             .max(0);
         let usage = tracia::Usage {
             input_tokens: input_tokens as u64,

@@ -30,7 +30,7 @@ use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::model::{SpanKind, SpanRecord, SpanStatus};
@@ -746,13 +746,36 @@ const SPAN_COLUMNS: &str = "s.span_id, s.trace_id, s.parent_span_id, s.name, s.k
     s.tags, s.prompt_slug, s.prompt_version, s.body";
 
 /// The columns besides the lifted ones, kept as one JSON document.
+///
+/// Serialized from borrows, keys in the sorted order a `json!` object had: building a
+/// `Value` copied every message and attribute first, and `Value::to_string` went
+/// through `fmt::Display`; together they were a third of the writer's time per span.
 fn body_of(r: &SpanRecord) -> String {
-    json!({
-        "input": r.input, "output": r.output, "variables": r.variables, "tools": r.tools,
-        "toolCalls": r.tool_calls, "temperature": r.temperature, "topP": r.top_p,
-        "maxOutputTokens": r.max_output_tokens, "attributes": r.attributes,
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body<'a> {
+        attributes: &'a Map<String, Value>,
+        input: &'a Option<Value>,
+        max_output_tokens: Option<i64>,
+        output: &'a Option<String>,
+        temperature: Option<f64>,
+        tool_calls: &'a Option<Value>,
+        tools: &'a Option<Value>,
+        top_p: Option<f64>,
+        variables: &'a Option<Value>,
+    }
+    serde_json::to_string(&Body {
+        attributes: &r.attributes,
+        input: &r.input,
+        max_output_tokens: r.max_output_tokens,
+        output: &r.output,
+        temperature: r.temperature,
+        tool_calls: &r.tool_calls,
+        tools: &r.tools,
+        top_p: r.top_p,
+        variables: &r.variables,
     })
-    .to_string()
+    .unwrap_or_default()
 }
 
 fn insert_span(tx: &Transaction<'_>, r: &SpanRecord) -> rusqlite::Result<()> {
@@ -1307,6 +1330,7 @@ fn sessions_select(limit: Option<usize>, cursor: Option<&str>) -> Result<Select>
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
     use std::future::{Future, poll_fn};
     use std::pin::Pin;
     use std::task::Poll;
@@ -1317,6 +1341,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn body_is_the_json_object_it_always_was() {
+        let mut attributes = Map::new();
+        attributes.insert("z.last".into(), json!(1));
+        attributes.insert("a.first".into(), json!({"nested": [1.5, null, "x"]}));
+        let full = SpanRecord {
+            input: Some(json!([{"role": "user", "content": "hi \"you\""}])),
+            output: Some("answer\n".into()),
+            variables: Some(json!({"name": "Ada"})),
+            tools: Some(json!([{"name": "search"}])),
+            tool_calls: Some(json!([{"id": "c1"}])),
+            temperature: Some(0.2),
+            top_p: Some(f64::NAN),
+            max_output_tokens: Some(64),
+            attributes,
+            ..SpanRecord::app("sp_1", "x")
+        };
+        for r in [full, SpanRecord::app("sp_2", "y")] {
+            let before = json!({
+                "input": r.input, "output": r.output, "variables": r.variables, "tools": r.tools,
+                "toolCalls": r.tool_calls, "temperature": r.temperature, "topP": r.top_p,
+                "maxOutputTokens": r.max_output_tokens, "attributes": r.attributes,
+            })
+            .to_string();
+            assert_eq!(body_of(&r), before);
+        }
     }
 
     /// An application span starting at `start` and lasting 10 ns.

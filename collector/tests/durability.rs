@@ -1,19 +1,21 @@
-//! The real `tracia-collector` binary: every span it acknowledged survives `kill -9`
-//! (SIGKILL, no chance to flush anything) and a restart on the same data directory;
-//! malformed and oversized requests are refused without stopping it.
+//! The real `tracia-collector` binary: every span it acknowledged, after a minute of
+//! concurrent exports, survives `kill -9` (SIGKILL, no chance to flush anything) and a
+//! restart on the same data directory; malformed and oversized requests, during the
+//! load or alone, are refused without stopping it.
 
 use std::collections::HashSet;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message as _;
-use tokio::sync::mpsc;
 
 /// A running collector, killed (SIGKILL) when dropped.
 struct Collector {
@@ -182,68 +184,272 @@ fn stored_span_ids(data_dir: &Path) -> HashSet<String> {
         .unwrap()
 }
 
-/// Senders export concurrently (so that the writer batches them) with a malformed
-/// request now and then; once enough exports are acknowledged the collector is killed
-/// with SIGKILL while others are still in flight. After a restart on the same data
+/// How one exporter encodes its requests.
+#[derive(Clone, Copy, Debug)]
+enum Encoding {
+    Protobuf,
+    Json,
+    GzipProtobuf,
+}
+
+/// The body and headers of `request` in `encoding`.
+fn encode(
+    request: &ExportTraceServiceRequest,
+    encoding: Encoding,
+) -> (&'static str, bool, Vec<u8>) {
+    match encoding {
+        Encoding::Protobuf => ("application/x-protobuf", false, request.encode_to_vec()),
+        Encoding::Json => (
+            "application/json",
+            false,
+            serde_json::to_vec(request).unwrap(),
+        ),
+        Encoding::GzipProtobuf => (
+            "application/x-protobuf",
+            true,
+            gzip(&request.encode_to_vec()),
+        ),
+    }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gzip.write_all(bytes).unwrap();
+    gzip.finish().unwrap()
+}
+
+/// A hostile request sent during the load: what it is, its content type, whether it
+/// claims to be gzip, its body, and the statuses it may get.
+type Hostile = (&'static str, &'static str, bool, Vec<u8>, &'static [u16]);
+
+/// Hostile requests of every kind: garbage, truncations, lengths that promise far more
+/// than is sent, bodies over the limit. Each is refused with a 4xx.
+fn hostile_requests() -> Vec<Hostile> {
+    let protobuf = "application/x-protobuf";
+    // Deterministic garbage (an LCG): not a valid protobuf message.
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    let garbage: Vec<u8> = (0..4096)
+        .map(|_| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (x >> 56) as u8
+        })
+        .collect();
+    let (valid, _) = export(1 << 30, 8);
+    let valid = valid.encode_to_vec();
+    let mut truncated_gzip = gzip(&valid);
+    truncated_gzip.truncate(truncated_gzip.len() / 2);
+    // `resource_spans` (field 1, length-delimited) declaring 4 GiB, then 3 bytes.
+    let huge_field = [&[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f][..], b"abc"].concat();
+    // A valid request whose last span's name declares 2 GiB.
+    let mut huge_name = valid.clone();
+    huge_name.extend_from_slice(&[
+        0x0a, 0x0a, 0x12, 0x08, 0x12, 0x06, 0x2a, 0x80, 0x80, 0x80, 0x80, 0x08,
+    ]);
+    // A length varint that never ends.
+    let endless_varint = [&[0x0a][..], &[0xff; 64]].concat();
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&vec![0_u8; tracia_collector::MAX_BODY_BYTES + 1024])
+        .unwrap();
+    vec![
+        ("protobuf garbage", protobuf, false, garbage, &[400]),
+        ("truncated gzip", protobuf, true, truncated_gzip, &[400]),
+        (
+            "a field declaring 4 GiB",
+            protobuf,
+            false,
+            huge_field,
+            &[400],
+        ),
+        (
+            "a span name declaring 2 GiB",
+            protobuf,
+            false,
+            huge_name,
+            &[400],
+        ),
+        ("an endless varint", protobuf, false, endless_varint, &[400]),
+        (
+            "truncated JSON",
+            "application/json",
+            false,
+            b"{\"resourceSpans\": [{\"scopeSpans\": [{\"spans\": [{\"traceId\": \"".to_vec(),
+            &[400],
+        ),
+        ("gzip bomb", protobuf, true, bomb.finish().unwrap(), &[413]),
+        (
+            "oversized body",
+            protobuf,
+            false,
+            vec![0_u8; tracia_collector::MAX_BODY_BYTES + 1],
+            &[413],
+        ),
+    ]
+}
+
+/// A request over a raw connection that declares a 1 TiB body, sends 1 KiB of it and
+/// stops sending: the collector must refuse it or give up on it, and go on. Returns
+/// the status it answered, if it answered.
+async fn huge_content_length(addr: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/x-protobuf\r\n\
+         content-length: {}\r\n\r\n",
+        1_u64 << 40
+    );
+    conn.write_all(head.as_bytes()).await.ok()?;
+    conn.write_all(&[0x0a; 1024]).await.ok()?;
+    conn.shutdown().await.ok()?;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer));
+    let _ = read.await;
+    let line = String::from_utf8_lossy(&answer);
+    line.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// Eight OTLP/HTTP exporters (protobuf, JSON and gzipped protobuf) export concurrently
+/// for a minute, so that the writer batches them, while hostile requests (garbage,
+/// truncated gzip, huge declared lengths, bodies over the limit) are sent beside them.
+/// The collector refuses each of those and keeps running; at the deadline it is killed
+/// with SIGKILL while exports are in flight. After a restart on the same data
 /// directory, every span of every acknowledged export is there, and the API serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_spans_survive_kill_9() {
-    const SENDERS: u64 = 8;
+async fn acknowledged_spans_survive_load_and_kill_9() {
+    const EXPORTERS: u64 = 8;
     const SPANS_PER_EXPORT: u64 = 20;
-    const ACKED_BEFORE_KILL: usize = 300;
+    const LOAD: Duration = Duration::from_secs(60);
+    /// The exporters stop by this much after the kill at the latest.
+    const GRACE: Duration = Duration::from_secs(30);
     let dir = tempfile::tempdir().unwrap();
-    let collector = Collector::start(dir.path());
+    let mut collector = Collector::start(dir.path());
     let url = collector.url("/v1/traces");
-    let client = reqwest::Client::new();
-
+    let started = Instant::now();
+    let deadline = started + LOAD;
+    let killed = Arc::new(AtomicBool::new(false));
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
-    let (acked_tx, mut acked_rx) = mpsc::unbounded_channel::<()>();
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|sender| {
-            let (client, url, acknowledged, acked_tx) = (
-                client.clone(),
-                url.clone(),
-                acknowledged.clone(),
-                acked_tx.clone(),
-            );
+
+    let exporters: Vec<_> = (0..EXPORTERS)
+        .map(|exporter| {
+            let (url, acknowledged, killed) = (url.clone(), acknowledged.clone(), killed.clone());
+            let encoding =
+                [Encoding::Protobuf, Encoding::Json, Encoding::GzipProtobuf][exporter as usize % 3];
             tokio::spawn(async move {
+                // One client (and connection pool) per exporter, as in separate processes.
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(20))
+                    .build()
+                    .unwrap();
+                let mut acked_exports = 0_u64;
                 for round in 0.. {
-                    if round % 10 == 9 {
-                        // Not protobuf: refused, and the collector goes on.
-                        match post(&client, &url, "application/x-protobuf", vec![0xff; 64]).await {
-                            Ok(status) => assert_eq!(status, 400),
-                            Err(_) => return, // killed
-                        }
+                    if killed.load(Ordering::Acquire) || Instant::now() > deadline + GRACE {
+                        break;
                     }
-                    let (request, ids) = export(round * SENDERS + sender, SPANS_PER_EXPORT);
-                    let sent = post(
-                        &client,
-                        &url,
-                        "application/x-protobuf",
-                        request.encode_to_vec(),
-                    )
-                    .await;
-                    match sent {
-                        Ok(status) if status == 200 => {
+                    let (request, ids) = export(round * EXPORTERS + exporter, SPANS_PER_EXPORT);
+                    let (content_type, gzipped, body) = encode(&request, encoding);
+                    let mut post = client.post(&url).header("content-type", content_type);
+                    if gzipped {
+                        post = post.header("content-encoding", "gzip");
+                    }
+                    match post.body(body).send().await.map(|r| r.status().as_u16()) {
+                        Ok(200) => {
                             acknowledged.lock().unwrap().extend(ids);
-                            let _ = acked_tx.send(());
+                            acked_exports += 1;
                         }
-                        Ok(status) => panic!("export refused with {status}"),
-                        Err(_) => return, // killed mid-request: not acknowledged
+                        // Rate limited: not acknowledged; an exporter retries later.
+                        Ok(429) => tokio::time::sleep(Duration::from_millis(20)).await,
+                        Ok(status) => panic!("{encoding:?} export refused with {status}"),
+                        // Killed mid-request: not acknowledged.
+                        Err(_) if killed.load(Ordering::Acquire) => break,
+                        Err(e) => panic!("{encoding:?} export failed while the collector ran: {e}"),
                     }
                 }
+                acked_exports
             })
         })
         .collect();
-    for _ in 0..ACKED_BEFORE_KILL {
-        acked_rx.recv().await.unwrap();
+
+    let hostile = {
+        let (url, killed) = (url.clone(), killed.clone());
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches("/v1/traces")
+            .to_owned();
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap();
+            let requests = hostile_requests();
+            let mut sent = 0_u64;
+            for round in 0_u64.. {
+                if Instant::now() > deadline - Duration::from_secs(2) {
+                    break;
+                }
+                for (what, content_type, gzipped, body, expected) in &requests {
+                    // The big ones (64 MiB over the wire or inflated) now and then.
+                    if expected.contains(&413) && round % 10 != 0 {
+                        continue;
+                    }
+                    let mut post = client.post(&url).header("content-type", *content_type);
+                    if *gzipped {
+                        post = post.header("content-encoding", "gzip");
+                    }
+                    match post
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                    {
+                        Ok(status) => assert!(expected.contains(&status), "{what}: {status}"),
+                        // A server may answer 413 before it has read the whole body and
+                        // close the connection, which a client still sending sees as an
+                        // error.
+                        Err(e) => assert!(expected.contains(&413), "{what}: {e}"),
+                    }
+                    sent += 1;
+                }
+                match huge_content_length(&addr).await {
+                    None | Some(400 | 413) => sent += 1,
+                    Some(status) => panic!("a 1 TiB content-length: {status}"),
+                }
+                if killed.load(Ordering::Acquire) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            sent
+        })
+    };
+
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(collector.is_running(), "the collector stopped under load");
     }
+    let hostile_sent = hostile.await.unwrap();
+    assert!(collector.is_running(), "the collector stopped under load");
+    killed.store(true, Ordering::Release);
     collector.kill();
-    for sender in senders {
-        sender.await.unwrap();
+    let mut acked_exports = Vec::new();
+    for exporter in exporters {
+        acked_exports.push(exporter.await.unwrap());
     }
     let acknowledged: Vec<String> = acknowledged.lock().unwrap().clone();
-    assert!(acknowledged.len() >= ACKED_BEFORE_KILL * SPANS_PER_EXPORT as usize);
+    let total: u64 = acked_exports.iter().sum();
+    let stored_bytes: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .sum();
+    eprintln!(
+        "{} spans acknowledged in {total} exports ({acked_exports:?} per exporter) over {:?}, \
+         {} MiB stored; {hostile_sent} hostile requests refused",
+        acknowledged.len(),
+        started.elapsed(),
+        stored_bytes >> 20,
+    );
+    assert_eq!(acknowledged.len() as u64, total * SPANS_PER_EXPORT);
+    assert!(total >= 300, "only {total} exports acknowledged");
+    assert!(acked_exports.iter().all(|&n| n > 0), "{acked_exports:?}");
+    assert!(hostile_sent > 0);
 
     let mut restarted = Collector::start(dir.path());
     let stored = stored_span_ids(dir.path());
@@ -259,6 +465,7 @@ async fn acknowledged_spans_survive_kill_9() {
         &missing[..missing.len().min(5)]
     );
     // The restarted collector serves them, and takes more.
+    let client = reqwest::Client::new();
     let listed: serde_json::Value = client
         .get(restarted.url("/api/v1/spans?limit=100"))
         .send()

@@ -1,5 +1,6 @@
 //! A fake LLM provider API (OpenAI, Anthropic, Gemini, Bedrock, Voyage) that answers
-//! every POST from a FIFO queue of canned replies, usually recorded fixtures.
+//! every POST from a FIFO queue of canned replies, usually recorded fixtures, or, once
+//! the queue is empty, with one repeated reply (for benchmarks).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -120,6 +121,10 @@ pub fn openai_error_body(message: &str, error_type: &str, code: Option<&str>) ->
 #[derive(Default)]
 struct ProviderState {
     queue: VecDeque<Reply>,
+    /// Answers every POST that finds the queue empty (see `repeat_fixture`).
+    repeat: Option<Reply>,
+    /// POSTs answered by `repeat` (they are not recorded).
+    repeated: usize,
     requests: Vec<RecordedRequest>,
     streams: Vec<StreamOutcome>,
 }
@@ -217,6 +222,25 @@ impl FakeProvider {
         self.enqueue_reply(Reply::fixture(name).chunked(chunk_pause))
     }
 
+    /// Answers every POST that finds the queue empty with fixture `name`, for good: a
+    /// benchmark's endless supply. These requests are counted ([`Self::repeated_count`])
+    /// but not recorded, so memory stays flat however many arrive; queued replies still
+    /// come first and are recorded as usual.
+    pub fn repeat_fixture(&self, name: &str) -> &Self {
+        self.repeat_reply(Reply::fixture(name))
+    }
+
+    /// The same with any reply.
+    pub fn repeat_reply(&self, reply: Reply) -> &Self {
+        lock(&self.state).repeat = Some(reply);
+        self
+    }
+
+    /// Requests answered by the repeated reply so far.
+    pub fn repeated_count(&self) -> usize {
+        lock(&self.state).repeated
+    }
+
     /// Replies still queued (assert 0 to prove every reply was consumed).
     pub fn pending(&self) -> usize {
         lock(&self.state).queue.len()
@@ -280,19 +304,26 @@ async fn handle(State(state): State<Shared>, req: Request) -> Response {
         Ok(raw) => raw,
         Err(e) => return json_error(400, &format!("fake-provider: cannot read body: {e}")),
     };
-    let recorded = RecordedRequest::new(&parts, raw);
-    let what = format!("{} {}", recorded.method, recorded.path);
-    let operation = operation_of(&recorded.path).to_string();
+    let what = format!("{} {}", parts.method, parts.uri.path());
+    let operation = operation_of(parts.uri.path()).to_string();
 
     let reply = {
         let mut s = lock(&state);
-        s.requests.push(recorded);
-        // Only real API calls consume the queue, so a stray request cannot
-        // shift every later reply by one.
-        if parts.method != http::Method::POST {
-            return json_error(404, &format!("fake-provider: no such endpoint: {what}"));
+        if parts.method == http::Method::POST
+            && s.queue.is_empty()
+            && let Some(reply) = s.repeat.clone()
+        {
+            s.repeated += 1;
+            Some(reply)
+        } else {
+            s.requests.push(RecordedRequest::new(&parts, raw));
+            // Only real API calls consume the queue, so a stray request cannot
+            // shift every later reply by one.
+            if parts.method != http::Method::POST {
+                return json_error(404, &format!("fake-provider: no such endpoint: {what}"));
+            }
+            s.queue.pop_front()
         }
-        s.queue.pop_front()
     };
     let Some(reply) = reply else {
         return json_error(

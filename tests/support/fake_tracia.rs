@@ -13,8 +13,8 @@ use axum::routing::post;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Value, json};
 
-use super::ReceiverMode;
-use super::server::{RecordedRequest, TestServer, lock, wait_until};
+use super::server::{RecordedRequest, TestServer, close_connection, lock, wait_until};
+use super::{ReceiverMode, hold_while_hanging};
 
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
@@ -24,6 +24,10 @@ struct TraciaState {
     fail_next: VecDeque<u16>,
     requests: Vec<RecordedRequest>,
     spans: Vec<Value>,
+    /// `Retry-After` of forced-status answers (see `set_retry_after`).
+    retry_after: Option<String>,
+    /// Notified on every mode change (releases `Hang` requests).
+    mode_changed: Arc<tokio::sync::Notify>,
 }
 
 struct Inner {
@@ -40,19 +44,27 @@ pub struct FakeTracia {
 impl FakeTracia {
     /// Only `Authorization: Bearer <api_key>` is accepted.
     pub async fn start(api_key: &str) -> Self {
-        let inner = Arc::new(Inner {
-            api_key: api_key.to_string(),
-            state: Mutex::default(),
-        });
-        let router = Router::new()
-            .route("/api/v1/spans", post(handle))
-            .fallback(not_found)
-            .layer(DefaultBodyLimit::max(MAX_BODY))
-            .with_state(inner.clone());
+        let inner = Inner::new(api_key);
         FakeTracia {
-            server: TestServer::start("fake-tracia", router),
+            server: TestServer::start("fake-tracia", router(&inner)),
             inner,
         }
+    }
+
+    /// A fake Tracia that is down: connections to its port are refused until
+    /// [`FakeTracia::come_up`] (same port, so exporters need no new URL).
+    pub async fn start_down(api_key: &str) -> Self {
+        let inner = Inner::new(api_key);
+        FakeTracia {
+            server: TestServer::start_down("fake-tracia", router(&inner)),
+            inner,
+        }
+    }
+
+    /// Brings up a server started with [`FakeTracia::start_down`]; it accepts
+    /// connections once this returns.
+    pub async fn come_up(&self) {
+        self.server.come_up().await;
     }
 
     /// `http://127.0.0.1:PORT`, the equivalent of `https://app.tracia.io`
@@ -75,7 +87,15 @@ impl FakeTracia {
     }
 
     pub fn set_mode(&self, mode: ReceiverMode) {
-        lock(&self.inner.state).mode = mode;
+        let mut s = lock(&self.inner.state);
+        s.mode = mode;
+        s.mode_changed.notify_waiters();
+    }
+
+    /// The `Retry-After` header of forced-status answers (`Status` mode, `fail_next`),
+    /// e.g. `Some("1")`; none by default.
+    pub fn set_retry_after(&self, value: Option<&str>) {
+        lock(&self.inner.state).retry_after = value.map(str::to_owned);
     }
 
     /// Answer the next `n` span uploads with `status` (storing nothing), then
@@ -84,6 +104,14 @@ impl FakeTracia {
         lock(&self.inner.state)
             .fail_next
             .extend(std::iter::repeat_n(status, n));
+    }
+
+    /// Forgets every request and span received so far, so that a long benchmark keeps
+    /// memory flat; the counts (and the ids it hands out) start again from zero.
+    pub fn forget(&self) {
+        let mut s = lock(&self.inner.state);
+        s.requests.clear();
+        s.spans.clear();
     }
 
     /// Every `POST /api/v1/spans` so far, rejected ones included (each has
@@ -123,13 +151,14 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let recorded = RecordedRequest::new(&parts, raw);
     let body = recorded.body.clone();
 
-    let forced = {
+    let (forced, retry_after, mode_changed) = {
         let mut s = lock(&inner.state);
         s.requests.push(recorded);
-        match s.fail_next.pop_front() {
+        let forced = match s.fail_next.pop_front() {
             Some(status) => ReceiverMode::Status(status),
             None => s.mode,
-        }
+        };
+        (forced, s.retry_after.clone(), s.mode_changed.clone())
     };
     // The mode is checked before auth: it stands for an outage in front of
     // the API (load balancer 503, hung connection).
@@ -141,13 +170,30 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 .and_then(|s| s.canonical_reason())
                 .unwrap_or("ERROR");
             let code = reason.to_uppercase().replace([' ', '-'], "_");
-            return tracia_error(
+            let mut answer = tracia_error(
                 status,
                 &code,
                 &format!("fake tracia: forced status {status}"),
             );
+            if let Some(value) = retry_after.and_then(|v| v.parse().ok()) {
+                answer
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, value);
+            }
+            return answer;
         }
-        ReceiverMode::Hang => std::future::pending::<()>().await,
+        // Held until the mode changes, then cut like a restarting backend cuts its
+        // connections (nothing stored: the client's retry meets the new mode); dropped
+        // with the server's runtime when the server is dropped.
+        ReceiverMode::Hang => {
+            hold_while_hanging(&mode_changed, || lock(&inner.state).mode).await;
+            close_connection(&parts.extensions);
+            return tracia_error(503, "NEVER_SENT", "fake tracia: never sent");
+        }
+        ReceiverMode::Close => {
+            close_connection(&parts.extensions);
+            return tracia_error(503, "NEVER_SENT", "fake tracia: never sent");
+        }
     }
 
     let expected = format!("Bearer {}", inner.api_key);
@@ -177,6 +223,23 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             "cost": null,
         }),
     )
+}
+
+impl Inner {
+    fn new(api_key: &str) -> Arc<Self> {
+        Arc::new(Inner {
+            api_key: api_key.to_string(),
+            state: Mutex::default(),
+        })
+    }
+}
+
+fn router(inner: &Arc<Inner>) -> Router {
+    Router::new()
+        .route("/api/v1/spans", post(handle))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(inner.clone())
 }
 
 async fn not_found(req: Request) -> Response {

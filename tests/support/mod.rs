@@ -13,6 +13,7 @@
 //! its open connections.
 #![allow(dead_code)]
 
+mod examples;
 mod fake_provider;
 mod fake_tracia;
 mod fixtures;
@@ -21,6 +22,8 @@ mod sdk;
 mod server;
 
 // Not every test file uses every re-export.
+#[allow(unused_imports)]
+pub use examples::{Finished, PROCESS_WAIT, Process, example_binary};
 #[allow(unused_imports)]
 pub use fake_provider::{Delivery, FakeProvider, Reply, StreamOutcome, openai_error_body};
 #[allow(unused_imports)]
@@ -34,7 +37,7 @@ pub use otlp_receiver::{OtlpReceiver, ReceivedEvent, ReceivedSpan};
 #[allow(unused_imports)]
 pub use sdk::{
     client, client_with, enqueue_times, install, keep_callsite_interest_shared, pipeline,
-    pipeline_with, run_calls, servers,
+    pipeline_at, pipeline_with, run_calls, servers,
 };
 #[allow(unused_imports)]
 pub use server::RecordedRequest;
@@ -47,7 +50,31 @@ pub enum ReceiverMode {
     Ok,
     /// Answer this HTTP status without storing anything (simulates an outage).
     Status(u16),
-    /// Never answer; the connection stays open until the client gives up or
-    /// the server is dropped (tests the client's own timeouts).
+    /// Never answer while the mode stays `Hang`; the connection stays open until
+    /// the client gives up or the server is dropped (tests the client's own
+    /// timeouts). When the mode changes, held requests are answered by the new mode
+    /// (the backend came back).
     Hang,
+    /// Read the request, then close the connection without a byte of answer (a
+    /// crashing backend or a proxy cutting connections mid-request).
+    Close,
+}
+
+/// How long a `Hang` request is held: until `mode()` is no longer `Hang`, re-checked
+/// each time `changed` is notified (the receivers notify on every `set_mode`). Returns
+/// the mode that then applies.
+pub(crate) async fn hold_while_hanging(
+    changed: &tokio::sync::Notify,
+    mode: impl Fn() -> ReceiverMode,
+) -> ReceiverMode {
+    loop {
+        let notified = changed.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a change in between is not missed.
+        notified.as_mut().enable();
+        match mode() {
+            ReceiverMode::Hang => notified.await,
+            other => return other,
+        }
+    }
 }

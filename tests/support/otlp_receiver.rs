@@ -22,8 +22,8 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use prost::Message;
 
-use super::ReceiverMode;
-use super::server::{RecordedRequest, TestServer, lock, wait_until};
+use super::server::{RecordedRequest, TestServer, close_connection, lock, wait_until};
+use super::{ReceiverMode, hold_while_hanging};
 
 /// OTLP exporters send batches of up to 64 MiB; axum's default limit is 2 MB.
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -154,6 +154,10 @@ struct OtlpState {
     spans: Vec<ReceivedSpan>,
     /// Why a request was rejected (bad content type, undecodable body).
     errors: Vec<String>,
+    /// `Retry-After` of forced-status answers (see `set_retry_after`).
+    retry_after: Option<String>,
+    /// Notified on every mode change (releases `Hang` requests).
+    mode_changed: Arc<tokio::sync::Notify>,
 }
 
 type Shared = Arc<Mutex<OtlpState>>;
@@ -168,14 +172,26 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     pub async fn start() -> Self {
         let state = Shared::default();
-        let router = Router::new()
-            .route("/v1/traces", post(handle))
-            .layer(DefaultBodyLimit::max(MAX_BODY))
-            .with_state(state.clone());
         OtlpReceiver {
-            server: TestServer::start("otlp-receiver", router),
+            server: TestServer::start("otlp-receiver", router(&state)),
             state,
         }
+    }
+
+    /// A receiver that is down: connections to its port are refused until
+    /// [`OtlpReceiver::come_up`] (same port, so exporters need no new endpoint).
+    pub async fn start_down() -> Self {
+        let state = Shared::default();
+        OtlpReceiver {
+            server: TestServer::start_down("otlp-receiver", router(&state)),
+            state,
+        }
+    }
+
+    /// Brings up a receiver started with [`OtlpReceiver::start_down`]; it accepts
+    /// connections once this returns.
+    pub async fn come_up(&self) {
+        self.server.come_up().await;
     }
 
     /// `http://127.0.0.1:PORT`, like `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -197,7 +213,15 @@ impl OtlpReceiver {
     }
 
     pub fn set_mode(&self, mode: ReceiverMode) {
-        lock(&self.state).mode = mode;
+        let mut s = lock(&self.state);
+        s.mode = mode;
+        s.mode_changed.notify_waiters();
+    }
+
+    /// The `Retry-After` header of forced-status answers (`Status` mode, `fail_next`),
+    /// e.g. `Some("1")`; none by default.
+    pub fn set_retry_after(&self, value: Option<&str>) {
+        lock(&self.state).retry_after = value.map(str::to_owned);
     }
 
     /// Answer the next `n` requests with `status` (storing nothing), then go
@@ -206,6 +230,15 @@ impl OtlpReceiver {
         lock(&self.state)
             .fail_next
             .extend(std::iter::repeat_n(status, n));
+    }
+
+    /// Forgets every request, span and error received so far, so that a long benchmark
+    /// keeps memory flat; the counts start again from zero.
+    pub fn forget(&self) {
+        let mut s = lock(&self.state);
+        s.requests.clear();
+        s.spans.clear();
+        s.errors.clear();
     }
 
     /// Requests to `/v1/traces` so far, whatever the answer was.
@@ -220,6 +253,16 @@ impl OtlpReceiver {
     /// Spans from every accepted request, in arrival order.
     pub async fn spans(&self) -> Vec<ReceivedSpan> {
         lock(&self.state).spans.clone()
+    }
+
+    /// The ids (lowercase hex) of every accepted span, in arrival order: cheaper than
+    /// [`OtlpReceiver::spans`] for counting thousands.
+    pub fn span_ids(&self) -> Vec<String> {
+        lock(&self.state)
+            .spans
+            .iter()
+            .map(|s| s.span_id.clone())
+            .collect()
     }
 
     /// Accepted spans called `name`.
@@ -250,6 +293,13 @@ impl OtlpReceiver {
     }
 }
 
+fn router(state: &Shared) -> Router {
+    Router::new()
+        .route("/v1/traces", post(handle))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state.clone())
+}
+
 enum Encoding {
     Protobuf,
     Json,
@@ -263,21 +313,38 @@ async fn handle(State(state): State<Shared>, req: Request) -> Response {
     };
     let recorded = RecordedRequest::new(&parts, raw.clone());
 
-    let forced = {
+    let (forced, retry_after, mode_changed) = {
         let mut s = lock(&state);
         s.requests.push(recorded);
-        match s.fail_next.pop_front() {
+        let forced = match s.fail_next.pop_front() {
             Some(status) => ReceiverMode::Status(status),
             None => s.mode,
-        }
+        };
+        (forced, s.retry_after.clone(), s.mode_changed.clone())
     };
     match forced {
         ReceiverMode::Ok => {}
         ReceiverMode::Status(status) => {
-            return text(status, &format!("otlp-receiver: forced status {status}"));
+            let mut answer = text(status, &format!("otlp-receiver: forced status {status}"));
+            if let Some(value) = retry_after.and_then(|v| v.parse().ok()) {
+                answer
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, value);
+            }
+            return answer;
         }
-        // Dropped with the server's runtime when the receiver is dropped.
-        ReceiverMode::Hang => std::future::pending::<()>().await,
+        // Held until the mode changes, then cut like a restarting backend cuts its
+        // connections (nothing stored: the client's retry meets the new mode); dropped
+        // with the server's runtime when the receiver is dropped.
+        ReceiverMode::Hang => {
+            hold_while_hanging(&mode_changed, || lock(&state).mode).await;
+            close_connection(&parts.extensions);
+            return text(503, "otlp-receiver: never sent");
+        }
+        ReceiverMode::Close => {
+            close_connection(&parts.extensions);
+            return text(503, "otlp-receiver: never sent");
+        }
     }
 
     let reject = |status: u16, why: String| {

@@ -39,6 +39,20 @@ pub fn pipeline_with(
     tracia: Option<(&FakeTracia, &str)>,
     f: impl FnOnce(tracia::TelemetryBuilder) -> tracia::TelemetryBuilder,
 ) -> TelemetryGuard {
+    let tracia = tracia.map(|(t, key)| (t.base_url(), key));
+    pipeline_at(
+        otlp,
+        tracia.as_ref().map(|(url, key)| (url.as_str(), *key)),
+        f,
+    )
+}
+
+/// The same, exporting to Tracia at any base URL (a collector's, say) with a key.
+pub fn pipeline_at(
+    otlp: Option<&OtlpReceiver>,
+    tracia: Option<(&str, &str)>,
+    f: impl FnOnce(tracia::TelemetryBuilder) -> tracia::TelemetryBuilder,
+) -> TelemetryGuard {
     keep_callsite_interest_shared();
     let mut b = tracia::telemetry::builder()
         .with_service_name("tracia-tests")
@@ -49,9 +63,7 @@ pub fn pipeline_with(
         None => b.without_otlp(),
     };
     b = match tracia {
-        Some((t, key)) => b
-            .with_tracia_base_url(t.base_url())
-            .with_tracia_api_key(key),
+        Some((url, key)) => b.with_tracia_base_url(url).with_tracia_api_key(key),
         None => b.without_tracia(),
     };
     f(b).build().expect("pipeline builds")

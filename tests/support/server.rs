@@ -1,18 +1,28 @@
 //! The plumbing shared by the fake servers: a dedicated server thread, request
 //! recording, and polling waits.
 
+use std::io;
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::serve::{IncomingStream, Listener};
 use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 
 /// A running axum server; dropping it shuts the server down.
 pub(crate) struct TestServer {
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
+    /// Set while the server is down (bound, not listening): starts it.
+    up: Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
 }
 
 impl TestServer {
@@ -24,7 +34,30 @@ impl TestServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener.set_nonblocking(true).expect("set_nonblocking");
         let addr = listener.local_addr().expect("local_addr");
-        let (shutdown, stop) = oneshot::channel::<()>();
+        Self::spawn(name, addr, router, Bound::Listening(listener), None)
+    }
+
+    /// A server that is down: its port is bound but not listening, so connections to
+    /// it are refused, until [`TestServer::come_up`] starts it on that same port
+    /// (nobody else can take the port meanwhile).
+    pub(crate) fn start_down(name: &'static str, router: Router) -> Self {
+        let socket = TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind 127.0.0.1:0");
+        let addr = socket.local_addr().expect("local_addr");
+        let (up, wait_up) = oneshot::channel();
+        Self::spawn(name, addr, router, Bound::Down(socket, wait_up), Some(up))
+    }
+
+    fn spawn(
+        name: &'static str,
+        addr: SocketAddr,
+        router: Router,
+        bound: Bound,
+        up: Option<oneshot::Sender<oneshot::Sender<()>>>,
+    ) -> Self {
+        let (shutdown, mut stop) = oneshot::channel::<()>();
 
         std::thread::Builder::new()
             .name(format!("{name}-{}", addr.port()))
@@ -34,8 +67,27 @@ impl TestServer {
                     .build()
                     .expect("build server runtime");
                 rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("from_std");
-                    let serve = std::future::IntoFuture::into_future(axum::serve(listener, router));
+                    let listener = match bound {
+                        Bound::Listening(listener) => {
+                            TcpListener::from_std(listener).expect("from_std")
+                        }
+                        Bound::Down(socket, wait_up) => {
+                            let listening = tokio::select! {
+                                biased;
+                                _ = &mut stop => return,
+                                listening = wait_up => listening,
+                            };
+                            let Ok(listening) = listening else { return };
+                            let listener = socket.listen(1024).expect("listen");
+                            let _ = listening.send(());
+                            listener
+                        }
+                    };
+                    let app = router.into_make_service_with_connect_info::<ConnectionKill>();
+                    let serve = std::future::IntoFuture::into_future(axum::serve(
+                        KillableListener(listener),
+                        app,
+                    ));
                     // Not graceful on purpose: a `Hang` handler or a paced stream
                     // must not keep the server alive after the test dropped it.
                     tokio::select! {
@@ -53,6 +105,19 @@ impl TestServer {
         TestServer {
             addr,
             shutdown: Some(shutdown),
+            up: Mutex::new(up),
+        }
+    }
+
+    /// Starts a server made by [`TestServer::start_down`]: once this returns, its port
+    /// accepts connections. Does nothing if it is up already.
+    pub(crate) async fn come_up(&self) {
+        let up = lock(&self.up).take();
+        if let Some(up) = up {
+            let (listening, is_listening) = oneshot::channel();
+            up.send(listening)
+                .expect("the server thread waits to come up");
+            is_listening.await.expect("the server came up");
         }
     }
 
@@ -72,6 +137,129 @@ impl Drop for TestServer {
             // The thread may already be gone if serving failed; nothing to do then.
             let _ = tx.send(());
         }
+    }
+}
+
+enum Bound {
+    Listening(std::net::TcpListener),
+    Down(TcpSocket, oneshot::Receiver<oneshot::Sender<()>>),
+}
+
+/// Closes the connection a request came on, from its handler: nothing more is read
+/// or written on it (not even the handler's response), so the client sees the
+/// connection close before any answer. Every test server's requests carry one, as
+/// `ConnectInfo<ConnectionKill>` in their extensions.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ConnectionKill(Arc<AtomicBool>);
+
+impl ConnectionKill {
+    fn killed(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Kills the connection of the request with these extensions (see [`ConnectionKill`]).
+pub(crate) fn close_connection(extensions: &http::Extensions) {
+    extensions
+        .get::<ConnectInfo<ConnectionKill>>()
+        .expect("test servers run with ConnectionKill")
+        .0
+        .0
+        .store(true, Ordering::Release);
+}
+
+impl Connected<IncomingStream<'_, KillableListener>> for ConnectionKill {
+    fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+pub(crate) struct KillableListener(TcpListener);
+
+impl Listener for KillableListener {
+    type Io = KillableIo;
+    type Addr = ConnectionKill;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, _) = Listener::accept(&mut self.0).await;
+        let kill = ConnectionKill::default();
+        (
+            KillableIo {
+                io,
+                kill: kill.clone(),
+            },
+            kill,
+        )
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(ConnectionKill::default())
+    }
+}
+
+/// A connection that fails every read and write once killed, which makes hyper drop
+/// (close) it.
+pub(crate) struct KillableIo {
+    io: TcpStream,
+    kill: ConnectionKill,
+}
+
+fn killed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "test server: connection closed on purpose",
+    )
+}
+
+impl AsyncRead for KillableIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.kill.killed() {
+            return Poll::Ready(Err(killed()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for KillableIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.kill.killed() {
+            return Poll::Ready(Err(killed()));
+        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.kill.killed() {
+            return Poll::Ready(Err(killed()));
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.kill.killed() {
+            return Poll::Ready(Err(killed()));
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
