@@ -417,10 +417,15 @@ pub fn span_payload(span: &SpanData) -> Option<serde_json::Value> {
         "error".into(),
         error.map(|e| crate::error::redact(&e)).into(),
     );
-    p.insert("latencyMs".into(), (latency.as_millis() as u64).into());
+    // An i64, as the collector (and Tracia) read it; absurd spans saturate.
+    let latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
+    p.insert("latencyMs".into(), latency_ms.into());
     p.insert("inputTokens".into(), input_tokens.into());
     p.insert("outputTokens".into(), output_tokens.into());
-    p.insert("totalTokens".into(), (input_tokens + output_tokens).into());
+    p.insert(
+        "totalTokens".into(),
+        input_tokens.saturating_add(output_tokens).into(),
+    );
     if let Some(Value::Array(Array::String(tags))) = attrs.get(semconv::TRACIA_TAGS) {
         let tags: Vec<String> = tags.iter().map(|t| t.as_str().to_owned()).collect();
         p.insert("tags".into(), tags.into());

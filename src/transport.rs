@@ -144,6 +144,7 @@ pub(crate) fn bounded_events(
         },
         limit,
         over,
+        cut: false,
     };
     stream::unfold(state, |mut state| async move {
         let item = state.next().await?;
@@ -158,26 +159,37 @@ struct LineBuffer<S> {
     bounds: EventBounds,
     limit: usize,
     over: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// An event went over the limit: the events before it are handed on, then the body
+    /// ends.
+    cut: bool,
 }
 
 impl<S: Stream<Item = reqwest::Result<Bytes>>> LineBuffer<S> {
     /// The next run of whole lines (or the rest, at the end of the body).
     async fn next(&mut self) -> Option<reqwest::Result<Bytes>> {
         loop {
-            let chunk = match self.body.next().await {
+            if self.cut {
+                // Set only now, so that what came before is decoded (and fails) as it
+                // would have in smaller chunks.
+                self.over.store(true, std::sync::atomic::Ordering::Release);
+                return None;
+            }
+            let mut chunk = match self.body.next().await {
                 Some(Ok(chunk)) => chunk,
                 Some(Err(e)) => return Some(Err(e)),
                 None if self.pending.is_empty() => return None,
                 None => return Some(Ok(self.pending.split().freeze())),
             };
-            if !self.bounds.feed(&chunk, self.limit) {
-                self.over.store(true, std::sync::atomic::Ordering::Release);
-                return None;
+            if let Err(over_at) = self.bounds.feed(&chunk, self.limit) {
+                chunk.truncate(over_at);
+                self.cut = true;
             }
             // Up to the last line end: a CR last of all may be half a CRLF, kept back.
             let searched = self.pending.len().saturating_sub(1);
             self.pending.extend_from_slice(&chunk);
-            let usable = self.pending.len() - usize::from(self.pending.ends_with(b"\r"));
+            // (Not when cut: nothing follows, so a CR last of all ends its line.)
+            let half_crlf = !self.cut && self.pending.ends_with(b"\r");
+            let usable = self.pending.len() - usize::from(half_crlf);
             if let Some(i) = self.pending[searched.min(usable)..usable]
                 .iter()
                 .rposition(|&b| b == b'\n' || b == b'\r')
@@ -200,9 +212,11 @@ struct EventBounds {
 }
 
 impl EventBounds {
-    /// Takes the next bytes; false once the current event is over `limit` bytes.
-    fn feed(&mut self, chunk: &[u8], limit: usize) -> bool {
+    /// Takes the next bytes; once the current event is over `limit` bytes, fails with
+    /// where in `chunk` that event started (0 when before it).
+    fn feed(&mut self, chunk: &[u8], limit: usize) -> Result<(), usize> {
         let mut rest = chunk;
+        let mut event_start = 0;
         while !rest.is_empty() {
             let text = rest
                 .iter()
@@ -221,17 +235,18 @@ impl EventBounds {
                     self.after_cr = b == b'\r';
                     if self.at_line_start {
                         self.in_event = 0;
+                        event_start = chunk.len() - rest.len() + text + 1;
                     }
                     self.at_line_start = true;
                 }
                 self.in_event += 1;
             }
-            if self.in_event > limit {
-                return false;
-            }
             rest = &rest[(text + 1).min(rest.len())..];
+            if self.in_event > limit {
+                return Err(event_start);
+            }
         }
-        true
+        Ok(())
     }
 }
 
