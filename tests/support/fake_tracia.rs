@@ -13,7 +13,9 @@ use axum::routing::post;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Value, json};
 
-use super::server::{RecordedRequest, TestServer, close_connection, lock, wait_until};
+use super::server::{
+    RecordedRequest, TestServer, close_connection, lock, wait_until, with_retry_after,
+};
 use super::{ReceiverMode, hold_while_hanging};
 
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -170,17 +172,12 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 .and_then(|s| s.canonical_reason())
                 .unwrap_or("ERROR");
             let code = reason.to_uppercase().replace([' ', '-'], "_");
-            let mut answer = tracia_error(
+            let answer = tracia_error(
                 status,
                 &code,
                 &format!("fake tracia: forced status {status}"),
             );
-            if let Some(value) = retry_after.and_then(|v| v.parse().ok()) {
-                answer
-                    .headers_mut()
-                    .insert(http::header::RETRY_AFTER, value);
-            }
-            return answer;
+            return with_retry_after(answer, retry_after.as_deref());
         }
         // Held until the mode changes, then cut like a restarting backend cuts its
         // connections (nothing stored: the client's retry meets the new mode); dropped

@@ -22,7 +22,9 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use prost::Message;
 
-use super::server::{RecordedRequest, TestServer, close_connection, lock, wait_until};
+use super::server::{
+    RecordedRequest, TestServer, close_connection, lock, wait_until, with_retry_after,
+};
 use super::{ReceiverMode, hold_while_hanging};
 
 /// OTLP exporters send batches of up to 64 MiB; axum's default limit is 2 MB.
@@ -325,13 +327,8 @@ async fn handle(State(state): State<Shared>, req: Request) -> Response {
     match forced {
         ReceiverMode::Ok => {}
         ReceiverMode::Status(status) => {
-            let mut answer = text(status, &format!("otlp-receiver: forced status {status}"));
-            if let Some(value) = retry_after.and_then(|v| v.parse().ok()) {
-                answer
-                    .headers_mut()
-                    .insert(http::header::RETRY_AFTER, value);
-            }
-            return answer;
+            let answer = text(status, &format!("otlp-receiver: forced status {status}"));
+            return with_retry_after(answer, retry_after.as_deref());
         }
         // Held until the mode changes, then cut like a restarting backend cuts its
         // connections (nothing stored: the client's retry meets the new mode); dropped

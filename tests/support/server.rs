@@ -159,6 +159,19 @@ impl ConnectionKill {
 }
 
 /// Kills the connection of the request with these extensions (see [`ConnectionKill`]).
+/// A forced answer with the `Retry-After` a test set, if any.
+pub(crate) fn with_retry_after(
+    mut answer: axum::response::Response,
+    retry_after: Option<&str>,
+) -> axum::response::Response {
+    if let Some(value) = retry_after.and_then(|v| v.parse().ok()) {
+        answer
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, value);
+    }
+    answer
+}
+
 pub(crate) fn close_connection(extensions: &http::Extensions) {
     extensions
         .get::<ConnectInfo<ConnectionKill>>()
