@@ -5,7 +5,8 @@
 # benches/compare_python.py, then the Rust sequential report on the same servers, and
 # prints the Rust/Python ratio of the per-call overhead over each language's raw POST.
 #
-#   benches/compare_python.sh        (BENCH_PY_CALLS, BENCH_CALLS, BENCH_ROUNDS tune it)
+#   benches/compare_python.sh        (BENCH_PY_CALLS, BENCH_CALLS, BENCH_ROUNDS tune it;
+#                                     BENCH_RUST_REPORT=calls|streams|all for more Rust tables)
 #
 # The virtualenv lives in target/bench-venv (BENCH_VENV to move it); nothing is
 # installed outside it.
@@ -45,7 +46,7 @@ echo
 echo
 echo "## Rust, same servers (load average $(cut -d' ' -f1 /proc/loadavg))"
 echo
-"$bin" --report sequential | tee "$tmp/rust"
+"$bin" --report "${BENCH_RUST_REPORT:-sequential}" | tee "$tmp/rust"
 echo
 
 field() { sed -n "s/.* $2=\([-0-9.]*\).*/\1/p" <<< "$1"; }

@@ -19,7 +19,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::calls::{CONCURRENT_CALLERS, Harness, Setup};
+use common::calls::{CONCURRENT_CALLERS, Harness, Setup, StreamKind};
 use common::servers::{Endpoints, Servers};
 use criterion::{Criterion, Throughput};
 
@@ -48,7 +48,8 @@ fn main() {
 }
 
 /// `--profile SETUP_ID`: only `BENCH_CALLS` (default 20 000) sequential calls of one
-/// setup, for a profiler (`valgrind --tool=callgrind`, `perf record`) to look at.
+/// setup, for a profiler (`valgrind --tool=callgrind`, `perf record`) to look at; streamed
+/// calls with `BENCH_PROFILE_STREAMS=burst` (or `paced`).
 fn profile(id: &str) {
     let setup = Setup::ALL
         .into_iter()
@@ -57,9 +58,14 @@ fn profile(id: &str) {
     let servers = Servers::from_env_or_spawn();
     let harness = Harness::new(setup, &servers.endpoints);
     let calls = common::measure::env_count("BENCH_CALLS", 20_000);
-    let streams = std::env::var("BENCH_PROFILE_STREAMS").is_ok();
-    if streams {
-        harness.streams(calls);
+    let streams = std::env::var("BENCH_PROFILE_STREAMS").ok();
+    if let Some(kind) = streams {
+        let kind = if kind == "paced" {
+            StreamKind::Paced
+        } else {
+            StreamKind::Burst
+        };
+        harness.streams(kind, calls);
     } else {
         harness.sequential(calls);
     }
@@ -98,16 +104,22 @@ fn calls(c: &mut Criterion, endpoints: &Endpoints) {
     group.finish();
 }
 
-/// Streamed calls: time to the first text chunk, and to the end of the stream.
+/// Streamed calls: time to the first text chunk and to the end of the stream (burst),
+/// and to the first text chunk of a paced stream.
 fn streams(c: &mut Criterion, endpoints: &Endpoints) {
-    for (name, first_only) in [("stream_first_chunk", true), ("stream_whole", false)] {
+    let kinds = [
+        ("stream_first_chunk", StreamKind::Burst, true),
+        ("stream_whole", StreamKind::Burst, false),
+        ("stream_paced_first_chunk", StreamKind::Paced, true),
+    ];
+    for (name, kind, first_only) in kinds {
         let mut group = c.benchmark_group(name);
         for setup in Setup::ALL {
             let harness = Harness::new(setup, endpoints);
             group.bench_function(setup.id(), |b| {
                 b.iter_custom(|streams| {
                     harness
-                        .streams(streams)
+                        .streams(kind, streams)
                         .iter()
                         .map(|s| if first_only { s.first_chunk } else { s.total })
                         .sum()

@@ -10,7 +10,8 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt, stream};
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::transport::{SseEvent, transport_error};
+use crate::sse::SseEvent;
+use crate::transport::transport_error;
 
 /// The largest frame accepted: AWS event-stream messages are at most 16 MiB. A prelude
 /// declaring more is refused at once, before its bytes are waited for and buffered.

@@ -16,7 +16,7 @@ use crate::chat::{ChatWire, Framing, StreamAccumulator};
 use crate::gemini::GeminiChat;
 use crate::openai::OpenAiChat;
 use crate::openai_responses::OpenAiResponses;
-use crate::transport::SseEvent;
+use crate::sse::SseEvent;
 
 /// The error a failed Tracia REST response of `status` with `body` becomes; a status
 /// that is not a valid HTTP status (100–999) is read as 500.
@@ -69,7 +69,7 @@ where
     let too_large = Arc::new(AtomicBool::new(false));
     let mut frames: Pin<Box<dyn Stream<Item = crate::error::Result<SseEvent>> + Send>> =
         match chat.framing() {
-            Framing::Sse => Box::pin(crate::transport::sse_events(
+            Framing::Sse => Box::pin(crate::sse::sse_events(
                 crate::transport::bounded_events(body, sse_event_limit, too_large.clone()),
                 timeout,
             )),

@@ -123,6 +123,7 @@ mod semconv;
 mod server_span;
 mod session;
 mod span;
+mod sse;
 mod stream;
 pub mod telemetry;
 mod tracia_exporter;

@@ -20,7 +20,8 @@ use crate::client::{CallState, PreparedCall};
 use crate::error::{Error, ErrorCode, Result};
 use crate::eventstream;
 use crate::run::RunResult;
-use crate::transport::{self, SseEvent};
+use crate::sse::{self, SseEvent};
+use crate::transport;
 
 type Events = Pin<Box<dyn Stream<Item = Result<SseEvent>> + Send>>;
 
@@ -212,7 +213,7 @@ impl<T: Unpin> StreamCore<T> {
         let body = response.bytes_stream();
         let too_large = Arc::new(AtomicBool::new(false));
         let events: Events = match state.wire.framing() {
-            Framing::Sse => Box::pin(transport::sse_events(
+            Framing::Sse => Box::pin(sse::sse_events(
                 transport::bounded_events(body, transport::MAX_RESPONSE_BYTES, too_large.clone()),
                 timeout,
             )),

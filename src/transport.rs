@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt, future, stream};
+use futures::{Stream, StreamExt, stream};
 use http::HeaderMap;
 
 use crate::chat::ErrorBody;
@@ -185,14 +185,26 @@ impl<S: Stream<Item = reqwest::Result<Bytes>>> LineBuffer<S> {
                 self.cut = true;
             }
             // Up to the last line end: a CR last of all may be half a CRLF, kept back.
+            if self.pending.is_empty() {
+                // The usual case, the chunk starts a line: its whole lines are handed
+                // on as they are, without a copy.
+                let half_crlf = !self.cut && chunk.ends_with(b"\r");
+                let usable = chunk.len() - usize::from(half_crlf);
+                let lines = memchr::memrchr2(b'\n', b'\r', &chunk[..usable]).map(|i| i + 1);
+                let whole = chunk.split_to(lines.unwrap_or(0));
+                self.pending.extend_from_slice(&chunk);
+                if lines.is_some() {
+                    return Some(Ok(whole));
+                }
+                continue;
+            }
             let searched = self.pending.len().saturating_sub(1);
             self.pending.extend_from_slice(&chunk);
             // (Not when cut: nothing follows, so a CR last of all ends its line.)
             let half_crlf = !self.cut && self.pending.ends_with(b"\r");
             let usable = self.pending.len() - usize::from(half_crlf);
-            if let Some(i) = self.pending[searched.min(usable)..usable]
-                .iter()
-                .rposition(|&b| b == b'\n' || b == b'\r')
+            if let Some(i) =
+                memchr::memrchr2(b'\n', b'\r', &self.pending[searched.min(usable)..usable])
             {
                 return Some(Ok(self
                     .pending
@@ -218,10 +230,7 @@ impl EventBounds {
         let mut rest = chunk;
         let mut event_start = 0;
         while !rest.is_empty() {
-            let text = rest
-                .iter()
-                .position(|&b| b == b'\n' || b == b'\r')
-                .unwrap_or(rest.len());
+            let text = memchr::memchr2(b'\n', b'\r', rest).unwrap_or(rest.len());
             if text > 0 {
                 self.in_event += text;
                 self.at_line_start = false;
@@ -294,119 +303,5 @@ mod bounded_events_tests {
         let (out, over) = pass(&[b"data: 1\n\n", b"data: 2222", b"22\n\n"], 12).await;
         assert!(over);
         assert_eq!(out, [&b"data: 1\n\n"[..]]);
-    }
-}
-
-/// One server-sent event: its name (empty when unnamed) and data.
-#[derive(Debug)]
-pub(crate) struct SseEvent {
-    pub event: String,
-    pub data: String,
-}
-
-/// Decodes a response body as server-sent events. A body that breaks off mid-way or
-/// is not UTF-8 yields an error item instead of ending quietly.
-pub(crate) fn sse_events(
-    body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
-    timeout: Duration,
-) -> impl Stream<Item = Result<SseEvent>> + Send + 'static {
-    use eventsource_stream::{EventStreamError, Eventsource};
-    // eventsource-stream 0.2.3 strips a leading byte-order mark by slicing the 3-byte
-    // character at byte 1, which panics: it must never see one first. The stream it
-    // reads starts with an empty line, which the SSE parser ignores (and after which it
-    // no longer looks for a mark), and the body's own mark is removed here.
-    let start = stream::once(future::ready(Ok(Bytes::from_static(b"\n"))));
-    start
-        .chain(without_bom(body))
-        .eventsource()
-        .map(move |item| match item {
-            Ok(ev) => Ok(SseEvent {
-                event: ev.event,
-                data: ev.data,
-            }),
-            Err(EventStreamError::Transport(e)) => Err(transport_error(e, timeout)),
-            Err(EventStreamError::Utf8(e)) => Err(Error::new(
-                ErrorCode::ProviderError,
-                format!("LLM provider error: stream is not valid UTF-8: {e}"),
-            )),
-            Err(EventStreamError::Parser(e)) => Err(Error::new(
-                ErrorCode::ProviderError,
-                format!("LLM provider error: malformed event stream: {e}"),
-            )),
-        })
-}
-
-/// The body without the one byte-order mark it may start with (the SSE rule), however
-/// the mark's 3 bytes are split across chunks.
-fn without_bom(
-    body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
-) -> impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static {
-    const BOM: &[u8] = b"\xEF\xBB\xBF";
-    // The bytes held back while they may still be the start of a mark; `None` once the
-    // start is decided.
-    let head: Option<Vec<u8>> = Some(Vec::new());
-    // Fused: after handing on what it held at the end, it asks the body once more.
-    stream::unfold(
-        (Box::pin(body.fuse()), head),
-        |(mut body, mut head)| async move {
-            let Some(mut held) = head.take() else {
-                let item = body.next().await?;
-                return Some((item, (body, None)));
-            };
-            loop {
-                match body.next().await {
-                    Some(Ok(chunk)) => {
-                        held.extend_from_slice(&chunk);
-                        if held.len() < BOM.len() && BOM.starts_with(&held) {
-                            continue;
-                        }
-                        let rest = held.strip_prefix(BOM).unwrap_or(&held);
-                        return Some((Ok(Bytes::copy_from_slice(rest)), (body, None)));
-                    }
-                    Some(Err(e)) => return Some((Err(e), (body, Some(held)))),
-                    None if held.is_empty() => return None,
-                    None => return Some((Ok(Bytes::from(held)), (body, None))),
-                }
-            }
-        },
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn decode(chunks: &[&'static [u8]]) -> Vec<(String, String)> {
-        let chunks: Vec<&'static [u8]> = chunks.to_vec();
-        let body = stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from_static(c))));
-        sse_events(body, Duration::from_secs(1))
-            .map(|e| e.map(|e| (e.event, e.data)).unwrap())
-            .collect()
-            .await
-    }
-
-    #[tokio::test]
-    async fn a_leading_byte_order_mark_is_skipped_however_it_is_split() {
-        let expected = vec![("message".to_owned(), "{}".to_owned())];
-        assert_eq!(decode(&[b"\xEF\xBB\xBFdata: {}\n\n"]).await, expected);
-        assert_eq!(
-            decode(&[b"\xEF", b"", b"\xBB", b"\xBFdata: {}\n\n"]).await,
-            expected
-        );
-        assert_eq!(decode(&[b"data: {}\n\n"]).await, expected);
-        // A body that ends inside a mark is handed on, and not polled past its end
-        // (an `unfold` body panics if it is): found by the `sse` fuzz target.
-        let lone = stream::unfold(false, |done| async move {
-            (!done).then(|| (Ok(Bytes::from_static(b"\xEF")), true))
-        });
-        let events: Vec<_> = sse_events(lone, Duration::from_secs(1)).collect().await;
-        assert_eq!(events.len(), 1);
-        assert!(events[0].is_err(), "not UTF-8: {events:?}");
-        // Only one mark is the stream's: a second one starts the first field's name.
-        assert!(
-            decode(&[b"\xEF\xBB\xBF\xEF\xBB\xBFdata: {}\n\n"])
-                .await
-                .is_empty()
-        );
     }
 }

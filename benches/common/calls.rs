@@ -12,12 +12,15 @@
 //! thread driving it.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use eventsource_stream::Eventsource;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio::runtime::Runtime;
 use tracia::{Provider, RunLocal, TelemetryGuard, Tracia};
@@ -74,6 +77,15 @@ impl Setup {
     }
 }
 
+/// Which fake server a stream comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamKind {
+    /// `openai/chat-stream`, its 196 events sent at once (a burst).
+    Burst,
+    /// The start of it, one event a millisecond (`servers::paced_stream`).
+    Paced,
+}
+
 /// One streamed answer, timed from the call.
 #[derive(Clone, Copy, Debug)]
 pub struct StreamSample {
@@ -99,8 +111,10 @@ pub struct Caller {
     http: reqwest::Client,
     chat_url: String,
     stream_url: String,
+    paced_url: String,
     tracia_chat: Tracia,
     tracia_stream: Tracia,
+    tracia_paced: Tracia,
 }
 
 impl Caller {
@@ -119,8 +133,10 @@ impl Caller {
             http: reqwest::Client::new(),
             chat_url: format!("{}/chat/completions", endpoints.openai),
             stream_url: format!("{}/chat/completions", endpoints.openai_stream),
+            paced_url: format!("{}/chat/completions", endpoints.openai_paced),
             tracia_chat: tracia(&endpoints.openai),
             tracia_stream: tracia(&endpoints.openai_stream),
+            tracia_paced: tracia(&endpoints.openai_paced),
         }
     }
 
@@ -137,24 +153,34 @@ impl Caller {
     }
 
     /// One streamed call, read to its end.
-    pub async fn stream(&self) -> StreamSample {
+    pub async fn stream(&self, kind: StreamKind) -> StreamSample {
+        let (url, tracia) = match kind {
+            StreamKind::Burst => (&self.stream_url, &self.tracia_stream),
+            StreamKind::Paced => (&self.paced_url, &self.tracia_paced),
+        };
+        let start = Instant::now();
+        let mut chunks = 1;
         match self.setup {
-            Setup::Floor => plain_stream(&self.http, &self.stream_url).await,
+            Setup::Floor => {
+                let opening = plain_until_first_chunk(&self.http, url);
+                let mut events = UntilFirstChunk(Box::pin(opening)).await;
+                let first_chunk = start.elapsed();
+                while let Some(text) = next_plain_chunk(&mut events).await {
+                    std::hint::black_box(text);
+                    chunks += 1;
+                }
+                StreamSample {
+                    first_chunk,
+                    total: start.elapsed(),
+                    chunks,
+                }
+            }
             _ => {
-                let start = Instant::now();
-                let input = RunLocal::new(MODEL).user(PROMPT);
-                let mut stream = self
-                    .tracia_stream
-                    .run_local_stream(input)
-                    .await
-                    .expect("run_local_stream");
-                let mut first_chunk = Duration::ZERO;
-                let mut chunks = 0;
+                let opening = tracia_until_first_chunk(tracia);
+                let mut stream = UntilFirstChunk(Box::pin(opening)).await;
+                let first_chunk = start.elapsed();
                 while let Some(chunk) = stream.next().await {
-                    chunk.expect("a text chunk");
-                    if chunks == 0 {
-                        first_chunk = start.elapsed();
-                    }
+                    std::hint::black_box(chunk.expect("a text chunk"));
                     chunks += 1;
                 }
                 stream.finish().await.expect("the stream's result");
@@ -166,6 +192,83 @@ impl Caller {
             }
         }
     }
+}
+
+/// Polls a stream's opening (up to its first text chunk) through a function that is
+/// never inlined, so that a profiler can count it alone: `valgrind --tool=callgrind
+/// --toggle-collect='*UntilFirstChunk*'`.
+struct UntilFirstChunk<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for UntilFirstChunk<F> {
+    type Output = F::Output;
+
+    #[inline(never)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+/// `run_local_stream` until the first text chunk is in hand.
+async fn tracia_until_first_chunk(tracia: &Tracia) -> tracia::RunStream {
+    let input = RunLocal::new(MODEL).user(PROMPT);
+    let mut stream = tracia
+        .run_local_stream(input)
+        .await
+        .expect("run_local_stream");
+    let first = stream.next().await.expect("a first chunk");
+    std::hint::black_box(first.expect("a text chunk"));
+    stream
+}
+
+type PlainEvents = Pin<Box<dyn Stream<Item = PlainEvent> + Send>>;
+type PlainEvent = Result<eventsource_stream::Event, String>;
+
+/// The streaming floor up to its first text chunk: the request by hand, SSE decoded with
+/// `eventsource-stream`, each chunk with serde.
+async fn plain_until_first_chunk(http: &reqwest::Client, url: &str) -> PlainEvents {
+    let body = serde_json::json!({
+        "model": MODEL,
+        "messages": [{ "role": "user", "content": PROMPT }],
+        "stream": true,
+    });
+    let response = http
+        .post(url)
+        .bearer_auth(OPENAI_KEY)
+        .json(&body)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .expect("the fake server answers 200");
+    let mut events: PlainEvents = Box::pin(
+        response
+            .bytes_stream()
+            .eventsource()
+            .map(|e| e.map_err(|e| e.to_string())),
+    );
+    let first = next_plain_chunk(&mut events).await.expect("a first chunk");
+    std::hint::black_box(first);
+    events
+}
+
+/// The next non-empty text chunk of a plain SSE stream; `None` at `[DONE]`.
+async fn next_plain_chunk(events: &mut PlainEvents) -> Option<String> {
+    while let Some(event) = events.next().await {
+        let event = event.expect("an SSE event");
+        if event.data == "[DONE]" {
+            return None;
+        }
+        let chunk: Completion = serde_json::from_str(&event.data).expect("a chunk");
+        let text = chunk
+            .choices
+            .into_iter()
+            .next()
+            .and_then(|c| c.delta?.content)
+            .filter(|t| !t.is_empty());
+        if text.is_some() {
+            return text;
+        }
+    }
+    None
 }
 
 #[derive(Deserialize)]
@@ -207,49 +310,6 @@ async fn plain_call(http: &reqwest::Client, url: &str) -> usize {
         .first()
         .and_then(|c| c.message.as_ref()?.content.as_deref())
         .map_or(0, str::len)
-}
-
-/// The streaming floor: SSE decoded with `eventsource-stream`, each chunk with serde.
-async fn plain_stream(http: &reqwest::Client, url: &str) -> StreamSample {
-    let start = Instant::now();
-    let body = serde_json::json!({
-        "model": MODEL,
-        "messages": [{ "role": "user", "content": PROMPT }],
-        "stream": true,
-    });
-    let response = http
-        .post(url)
-        .bearer_auth(OPENAI_KEY)
-        .json(&body)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .expect("the fake server answers 200");
-    let mut events = response.bytes_stream().eventsource();
-    let mut first_chunk = Duration::ZERO;
-    let mut chunks = 0;
-    while let Some(event) = events.next().await {
-        let event = event.expect("an SSE event");
-        if event.data == "[DONE]" {
-            break;
-        }
-        let chunk: Completion = serde_json::from_str(&event.data).expect("a chunk");
-        let text = chunk
-            .choices
-            .first()
-            .and_then(|c| c.delta.as_ref()?.content.as_deref());
-        if text.is_some_and(|t| !t.is_empty()) {
-            if chunks == 0 {
-                first_chunk = start.elapsed();
-            }
-            chunks += 1;
-        }
-    }
-    StreamSample {
-        first_chunk,
-        total: start.elapsed(),
-        chunks,
-    }
 }
 
 thread_local! {
@@ -353,11 +413,11 @@ impl Harness {
     }
 
     /// `calls` streamed calls one after another.
-    pub fn streams(&self, calls: u64) -> Vec<StreamSample> {
+    pub fn streams(&self, kind: StreamKind, calls: u64) -> Vec<StreamSample> {
         self.runtime.block_on(async {
             let mut samples = Vec::with_capacity(calls as usize);
             for _ in 0..calls {
-                samples.push(self.caller.stream().await);
+                samples.push(self.caller.stream(kind).await);
             }
             samples
         })
