@@ -71,10 +71,13 @@ struct Reader<S> {
 }
 
 /// The event being assembled and the line state between chunks.
+///
+/// An event is checked to be UTF-8 as a whole, when it is complete: an event the size
+/// cap cuts off is then never half-read, whatever chunks its lines came in.
 #[derive(Default)]
 struct Decoder {
-    event: String,
-    data: String,
+    event: Vec<u8>,
+    data: Vec<u8>,
     /// The start of a line whose end has not arrived yet.
     partial: Vec<u8>,
     /// The last line ended with a CR: an LF next is the rest of a CRLF.
@@ -121,10 +124,13 @@ impl Decoder {
         Ok(None)
     }
 
-    /// At the end of the body: a last line without its end is dropped (as the format
-    /// says), but must still be text.
+    /// At the end of the body: an unfinished event and a last line without its end
+    /// are dropped (as the format says), but must still be text.
     fn finish(&self) -> std::result::Result<(), Utf8Error> {
-        std::str::from_utf8(&self.partial).map(drop)
+        for bytes in [&self.event, &self.data, &self.partial] {
+            std::str::from_utf8(bytes)?;
+        }
+        Ok(())
     }
 
     fn line(&mut self, line: &[u8]) -> std::result::Result<Option<SseEvent>, Utf8Error> {
@@ -133,19 +139,24 @@ impl Decoder {
         } else {
             line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line)
         };
-        let line = std::str::from_utf8(line)?;
         if line.is_empty() {
-            return Ok(self.dispatch());
+            return self.dispatch();
         }
-        let (field, value) = match line.split_once(':') {
-            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-            None => (line, ""),
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &b""[..]),
         };
         match field {
-            "event" => value.clone_into(&mut self.event),
-            "data" => {
-                self.data.push_str(value);
-                self.data.push('\n');
+            b"event" => {
+                self.event.clear();
+                self.event.extend_from_slice(value);
+            }
+            b"data" => {
+                self.data.extend_from_slice(value);
+                self.data.push(b'\n');
             }
             // Comments (an empty field name), `id`, `retry` and unknown fields.
             _ => {}
@@ -154,21 +165,22 @@ impl Decoder {
     }
 
     /// An empty line ends an event; one without data is no event.
-    fn dispatch(&mut self) -> Option<SseEvent> {
+    fn dispatch(&mut self) -> std::result::Result<Option<SseEvent>, Utf8Error> {
         let event = std::mem::take(&mut self.event);
         if self.data.is_empty() {
-            return None;
+            return Ok(None);
         }
         let mut data = std::mem::take(&mut self.data);
         data.pop(); // The newline after the last data line.
-        Some(SseEvent {
+        let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|e| e.utf8_error());
+        Ok(Some(SseEvent {
             event: if event.is_empty() {
                 "message".to_owned()
             } else {
-                event
+                text(event)?
             },
-            data,
-        })
+            data: text(data)?,
+        }))
     }
 }
 
