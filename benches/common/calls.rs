@@ -226,19 +226,7 @@ type PlainEvent = Result<eventsource_stream::Event, String>;
 /// The streaming floor up to its first text chunk: the request by hand, SSE decoded with
 /// `eventsource-stream`, each chunk with serde.
 async fn plain_until_first_chunk(http: &reqwest::Client, url: &str) -> PlainEvents {
-    let body = serde_json::json!({
-        "model": MODEL,
-        "messages": [{ "role": "user", "content": PROMPT }],
-        "stream": true,
-    });
-    let response = http
-        .post(url)
-        .bearer_auth(OPENAI_KEY)
-        .json(&body)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .expect("the fake server answers 200");
+    let response = plain_post(http, url, true).await;
     let mut events: PlainEvents = Box::pin(
         response
             .bytes_stream()
@@ -290,20 +278,27 @@ struct Message {
     content: Option<String>,
 }
 
-/// The floor: the request by hand, the answer decoded into the few fields used.
-async fn plain_call(http: &reqwest::Client, url: &str) -> usize {
-    let body = serde_json::json!({
+/// The floors' request, by hand.
+async fn plain_post(http: &reqwest::Client, url: &str, stream: bool) -> reqwest::Response {
+    let mut body = serde_json::json!({
         "model": MODEL,
         "messages": [{ "role": "user", "content": PROMPT }],
     });
-    let response = http
-        .post(url)
+    if stream {
+        body["stream"] = true.into();
+    }
+    http.post(url)
         .bearer_auth(OPENAI_KEY)
         .json(&body)
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
-        .expect("the fake server answers 200");
+        .expect("the fake server answers 200")
+}
+
+/// The floor: the request by hand, the answer decoded into the few fields used.
+async fn plain_call(http: &reqwest::Client, url: &str) -> usize {
+    let response = plain_post(http, url, false).await;
     let completion: Completion = response.json().await.expect("a chat completion");
     completion
         .choices

@@ -9,8 +9,9 @@
 //! - **Isolated writes.** Each write of a batch of several runs in a savepoint of the
 //!   batch's transaction: one that fails (or panics) is undone alone and answered with
 //!   its error, the rest of the batch commits. A write alone in its batch needs no
-//!   savepoint: if it fails, the transaction is rolled back. If SQLite itself abandons the transaction (it does on some I/O
-//!   errors or a full disk), every write of the batch is answered with an error.
+//!   savepoint: if it fails, the transaction is rolled back. If SQLite itself abandons
+//!   the transaction (it does on some I/O errors or a full disk), every write of the
+//!   batch is answered with an error.
 //! - **Readers** use their own connections (WAL lets them read while the writer writes),
 //!   on Tokio's blocking pool; a few idle ones are kept for reuse.
 //! - **Pages** are cut by a cursor on the sort key plus the row id, so paging through
