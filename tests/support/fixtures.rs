@@ -1,7 +1,7 @@
-//! Access to the recorded provider exchanges in `shared/fixtures/providers`
-//! (see the README there), and to the crate's own hand-built ones in
-//! `tests/fixtures/providers` for cases nobody recorded. Names are `PROVIDER/NAME`,
-//! e.g. `openai/chat-1`.
+//! Access to the provider exchanges the tests replay, all in `tests/fixtures/providers`
+//! (recorded ones and hand-built ones, each one's origin told in the README there), so
+//! the tests run from a clone of the repository alone. Names are `PROVIDER/NAME`, e.g.
+//! `openai/chat-1`.
 
 use std::path::{Path, PathBuf};
 
@@ -17,25 +17,9 @@ fn root_crate_dir() -> &'static Path {
         .expect("the tracia crate is an ancestor of every workspace member")
 }
 
-/// The fixture root. CI clones the repository with `shared/` beside it, so it
-/// is `../shared` relative to the repository root, both locally and in CI.
+/// The fixture root: `tests/fixtures/providers` of the tracia crate.
 pub fn fixtures_dir() -> PathBuf {
-    root_crate_dir().join("../shared/fixtures/providers")
-}
-
-/// The crate's own fixtures, same layout, each one's origin told in a README beside it.
-fn local_fixtures_dir() -> PathBuf {
     root_crate_dir().join("tests/fixtures/providers")
-}
-
-/// The directory holding fixture `name`: the shared one, else the crate's own.
-fn fixture_root(name: &str) -> PathBuf {
-    let shared = fixtures_dir();
-    if shared.join(format!("{name}.request.json")).exists() {
-        shared
-    } else {
-        local_fixtures_dir()
-    }
 }
 
 /// One recorded exchange.
@@ -66,11 +50,10 @@ impl Fixture {
     }
 }
 
-/// Loads `NAME.request.json`, `NAME.response.body` and `NAME.response.meta.json`, from
-/// the recordings or else the local fixtures.
+/// Loads `NAME.request.json`, `NAME.response.body` and `NAME.response.meta.json`.
 /// Panics with the offending path: a missing fixture is a broken test.
 pub fn load_fixture(name: &str) -> Fixture {
-    let base = fixture_root(name);
+    let base = fixtures_dir();
     let request = read_json(&base.join(format!("{name}.request.json")));
     let meta = read_json(&base.join(format!("{name}.response.meta.json")));
     let body_path = base.join(format!("{name}.response.body"));
