@@ -845,7 +845,7 @@ async fn provider_failures_are_typed_errors_and_error_spans() {
         assert_eq!(span.attr_str("error.type"), Some(error_type), "{tag}");
         assert_eq!(span.attr_str("gen_ai.provider.name"), Some("anthropic"));
         assert!(
-            span.event("gen_ai.client.operation.exception").is_some(),
+            span.event("exception").is_some(),
             "{tag}"
         );
     }
