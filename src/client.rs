@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_http::HeaderInjector;
@@ -322,7 +322,6 @@ pub(crate) struct CallState {
     pub provider: Provider,
     pub model: String,
     pub timeout: Duration,
-    pub started: Instant,
 }
 
 impl CallState {
@@ -344,9 +343,10 @@ impl CallState {
         self.result(response, cost, aborted)
     }
 
-    /// The call's result from a response already recorded on the span.
+    /// The call's result from a response already recorded on the span; the span ends
+    /// here if it has not yet (a stream's ended with its last event).
     pub fn result(&self, response: ChatResponse, cost: Option<f64>, aborted: bool) -> RunResult {
-        let finish = response.finish();
+        let finish = response.finish().or_aborted(aborted);
         let usage = response.usage.unwrap_or_default();
         RunResult {
             message: assistant_message(&response.text, &response.tool_calls),
@@ -377,9 +377,9 @@ impl CallState {
         ids::format_trace_id(self.call.trace_id)
     }
 
-    /// Time since the request was built.
+    /// The call's duration: ends the span now if it has not ended yet.
     pub fn latency_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.call.end()
     }
 }
 
@@ -578,7 +578,6 @@ impl Tracia {
                 provider,
                 model: input.model,
                 timeout: input.timeout.unwrap_or(self.inner.timeout),
-                started: Instant::now(),
             },
         })
     }
@@ -727,7 +726,7 @@ fn chat_wire(provider: Provider, model: &str) -> Result<&'static dyn ChatWire> {
 }
 
 /// Sends a non-streaming call and decodes the answer; a failure is recorded on the
-/// span, a success is left for the caller to record with its own result.
+/// span, which ends, a success is left for the caller to record with its own result.
 pub(crate) async fn fetch(
     PreparedCall {
         http,
@@ -751,7 +750,7 @@ pub(crate) async fn fetch(
     match outcome {
         Ok(response) => Ok((state, response)),
         Err(error) => {
-            state.call.record_error(&error);
+            state.call.fail(&error);
             Err(error)
         }
     }

@@ -1,7 +1,7 @@
 //! Embeddings: `run_embedding`, its input and result, and the wire trait each
 //! embedding provider implements.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use secrecy::SecretString;
@@ -141,7 +141,7 @@ pub struct EmbeddingResult {
     pub span_id: String,
     /// The call's trace id (`tr_…`).
     pub trace_id: String,
-    /// Wall time of the call.
+    /// The call's duration, the same as its span's.
     pub latency_ms: u64,
     /// Input tokens (`input_tokens` = `total_tokens`); zero when the provider does not
     /// count them (Gemini, Cohere).
@@ -252,7 +252,6 @@ impl Tracia {
             },
             self.span_settings(),
         );
-        let started = Instant::now();
         let timeout = input.timeout.unwrap_or_else(|| self.default_timeout());
         let requests = input
             .texts
@@ -286,7 +285,7 @@ impl Tracia {
         let response = match outcome {
             Ok(response) => response,
             Err(error) => {
-                call.record_error(&error);
+                call.fail(&error);
                 return Err(error);
             }
         };
@@ -315,7 +314,7 @@ impl Tracia {
                 .collect(),
             span_id: ids::format_span_id(call.span_id),
             trace_id: ids::format_trace_id(call.trace_id),
-            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            latency_ms: call.end(),
             usage: usage.unwrap_or_default(),
             cost,
             provider,

@@ -305,7 +305,8 @@ pub struct ResponsesResult {
     pub span_id: String,
     /// The trace of the call, `tr_` + 16 or 32 hex.
     pub trace_id: String,
-    /// From the request to the last byte of the answer.
+    /// The call's duration, the same as its span's: from the call's start to the last
+    /// byte of the answer (for a stream, to its last event or its abort).
     pub latency_ms: u64,
     /// Token usage, normalized (input includes cached tokens, output includes reasoning).
     pub usage: Usage,
@@ -340,7 +341,7 @@ impl ResponsesResult {
         aborted: bool,
     ) -> Self {
         Self {
-            finish_reason: response.finish(),
+            finish_reason: response.finish().or_aborted(aborted),
             tool_calls: response
                 .output_items
                 .iter()

@@ -248,10 +248,11 @@ impl RunLocal {
     }
 }
 
-/// Why the model stopped, normalized as Tracia does.
+/// Why the model stopped, normalized as Tracia does, or that the caller stopped it.
 ///
 /// ```
 /// assert_eq!(tracia::FinishReason::MaxTokens.as_str(), "max_tokens");
+/// assert_eq!(tracia::FinishReason::Aborted.as_str(), "aborted");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -263,6 +264,10 @@ pub enum FinishReason {
     MaxTokens,
     /// The model asked for tool calls.
     ToolCalls,
+    /// The caller stopped the stream (`abort()`) before the model finished; the
+    /// result holds what had arrived. Its span reports `error`, as the GenAI
+    /// conventions ask for a cancelled stream.
+    Aborted,
 }
 
 impl FinishReason {
@@ -272,16 +277,23 @@ impl FinishReason {
             Self::Stop => "stop",
             Self::MaxTokens => "max_tokens",
             Self::ToolCalls => "tool_calls",
+            Self::Aborted => "aborted",
         }
     }
 
-    /// The OpenTelemetry GenAI spelling (`stop`, `length`, `tool_call`).
+    /// The OpenTelemetry GenAI spelling (`stop`, `length`, `tool_call`, `error`).
     pub(crate) fn otel_str(self) -> &'static str {
         match self {
             Self::Stop => "stop",
             Self::MaxTokens => "length",
             Self::ToolCalls => "tool_call",
+            Self::Aborted => "error",
         }
+    }
+
+    /// `Aborted` for a stream stopped by its caller, else this reason.
+    pub(crate) fn or_aborted(self, aborted: bool) -> Self {
+        if aborted { Self::Aborted } else { self }
     }
 }
 
@@ -303,7 +315,8 @@ pub struct RunResult {
     pub span_id: String,
     /// The trace of the call, `tr_` + 16 or 32 hex: the exported OpenTelemetry trace id.
     pub trace_id: String,
-    /// From the request to the last byte of the answer.
+    /// The call's duration, the same as its span's: from the call's start to the last
+    /// byte of the answer (for a stream, to its last event or its abort).
     pub latency_ms: u64,
     /// Token usage, normalized (input includes cached tokens, output includes reasoning).
     pub usage: Usage,

@@ -1,6 +1,9 @@
 //! The `tracing` span of one LLM call and what it records: the OpenTelemetry GenAI
 //! attributes, Tracia's fields, and the call's real span and trace ids.
 
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 use tracing::field::Empty;
@@ -90,6 +93,10 @@ pub(crate) struct EmbeddingsStart<'a> {
 }
 
 /// One call's span, with the ids it was exported under.
+///
+/// Its end is stamped by [`CallSpan::end`], once, when the call is over, not left to
+/// `tracing-opentelemetry`, which would take the span's last exit (for a stream, when
+/// the request was sent). Dropping an unended `CallSpan` ends it then.
 #[derive(Debug)]
 pub(crate) struct CallSpan {
     pub span: tracing::Span,
@@ -97,6 +104,56 @@ pub(crate) struct CallSpan {
     pub span_id: SpanId,
     pub trace_id: TraceId,
     settings: SpanSettings,
+    started: Started,
+    /// The call's duration, set when the span ends.
+    ended: OnceLock<Duration>,
+}
+
+/// When the span was created: the OpenTelemetry layer stamps its start between
+/// these two readings of the same clock (`SystemTime`, the layer's).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Started {
+    before: SystemTime,
+    after: SystemTime,
+}
+
+impl Started {
+    /// Creates a span with `create`, noting the clock around it.
+    fn around(create: impl FnOnce() -> tracing::Span) -> (tracing::Span, Self) {
+        let before = SystemTime::now();
+        let span = create();
+        let after = SystemTime::now();
+        (span, Self { before, after })
+    }
+}
+
+const MILLISECOND: Duration = Duration::from_millis(1);
+
+/// The end stamp for `now` and the call's duration counted from `started.before`.
+///
+/// The span's exported start lies somewhere in `[before, after]`. Keeping the end's
+/// sub-millisecond part (counted from `before`) at least `after - before` wide, by
+/// moving the end that little later, makes the span's duration and the returned
+/// duration the same whole number of milliseconds, so the result's `latency_ms` and
+/// Tracia's `latencyMs` (read from the span) agree.
+fn end_stamp(started: Started, now: SystemTime) -> (SystemTime, Duration) {
+    let since = now.duration_since(started.before).unwrap_or_default();
+    let slack = started
+        .after
+        .duration_since(started.before)
+        .unwrap_or_default();
+    let fraction = Duration::from_nanos(u64::from(since.subsec_nanos() % 1_000_000));
+    let shift = if slack < MILLISECOND {
+        slack.saturating_sub(fraction)
+    } else {
+        Duration::ZERO
+    };
+    (now + shift, since + shift)
+}
+
+/// Whole milliseconds, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 // Every field is declared here, up front: `record` on an undeclared field is silently lost.
@@ -212,7 +269,7 @@ impl CallSpan {
             placement,
             api,
         } = start;
-        let span = new_span!(chat_span, send, placement);
+        let (span, started) = Started::around(|| new_span!(chat_span, send, placement));
         let target = SpanTarget {
             operation: "chat",
             provider,
@@ -227,7 +284,7 @@ impl CallSpan {
         if stream {
             span.record("gen_ai.request.stream", true);
         }
-        Self::place(span, placement, settings)
+        Self::place(span, started, placement, settings)
     }
 
     /// Creates the embeddings span, placed and started like a chat span. The texts go
@@ -235,7 +292,8 @@ impl CallSpan {
     /// content off embedding spans; Tracia shows the inputs).
     pub fn start_embeddings(start: EmbeddingsStart<'_>, settings: SpanSettings) -> Self {
         let input = start.input;
-        let span = new_span!(embeddings_span, start.send, start.placement);
+        let (span, started) =
+            Started::around(|| new_span!(embeddings_span, start.send, start.placement));
         record_target(
             &span,
             &SpanTarget {
@@ -262,7 +320,7 @@ impl CallSpan {
             let texts = serde_json::to_string(&input.texts).unwrap_or_default();
             span.record("tracia.embeddings.input", texts);
         }
-        Self::place(span, start.placement, settings)
+        Self::place(span, started, start.placement, settings)
     }
 
     /// Records an embeddings response: dimensions, count, usage and cost.
@@ -292,7 +350,12 @@ impl CallSpan {
 
     /// Places a created span in the trace (explicit ids, else the ambient span) and
     /// starts it; with no OpenTelemetry layer the ids are made up here instead.
-    pub fn place(span: tracing::Span, placement: Placement, settings: SpanSettings) -> Self {
+    fn place(
+        span: tracing::Span,
+        started: Started,
+        placement: Placement,
+        settings: SpanSettings,
+    ) -> Self {
         let ambient = opentelemetry::Context::current();
         let ambient_sc = ambient.span().span_context().clone();
         let trace_id = placement
@@ -350,13 +413,39 @@ impl CallSpan {
             span_id,
             trace_id,
             settings,
+            started,
+            ended: OnceLock::new(),
         }
     }
 
-    /// Records the time to the first streamed chunk.
-    pub fn record_first_chunk(&self, seconds: f64) {
+    /// Records the time to the first streamed chunk: now. It is counted from the
+    /// latest moment the span can have started, so start + it is never past now.
+    pub fn record_first_chunk(&self) {
+        let seconds = SystemTime::now()
+            .duration_since(self.started.after)
+            .unwrap_or_default()
+            .as_secs_f64();
         self.span
             .record("gen_ai.response.time_to_first_chunk", seconds);
+    }
+
+    /// Ends the span now (the first call only) and returns the call's duration in
+    /// milliseconds, the same as the exported span's; later calls return it again.
+    /// Whatever is recorded on the span after this is lost, so the outcome goes first.
+    pub fn end(&self) -> u64 {
+        millis(*self.ended.get_or_init(|| {
+            let (end, duration) = end_stamp(self.started, SystemTime::now());
+            // Ends the OpenTelemetry span itself; the layer's own ending when the
+            // `tracing` span closes finds it ended and does nothing.
+            self.context.span().end_with_timestamp(end);
+            duration
+        }))
+    }
+
+    /// Marks the span failed (see [`Self::record_error`]) and ends it.
+    pub fn fail(&self, error: &Error) {
+        self.record_error(error);
+        self.end();
     }
 
     /// Records a response: complete, or what a cut-off stream had received (`cut_off`),
@@ -441,6 +530,13 @@ impl CallSpan {
     }
 }
 
+impl Drop for CallSpan {
+    /// A call dropped before its end (its future cancelled mid-request) ends here.
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
 /// Name, operation, provider, model and server: the attributes every operation shares.
 pub(crate) fn record_target(span: &tracing::Span, target: &SpanTarget<'_>) {
     span.record(
@@ -520,4 +616,72 @@ where
 {
     let values = values.into_iter().map(Into::into).collect();
     span.set_attribute(key, Value::Array(Array::String(values)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every start the layer may have stamped, in steps of 1 µs.
+    fn possible_starts(started: Started) -> impl Iterator<Item = SystemTime> {
+        let slack = started.after.duration_since(started.before).unwrap();
+        (0..=slack.as_micros()).map(move |us| started.before + Duration::from_micros(us as u64))
+    }
+
+    #[test]
+    fn the_span_and_the_latency_agree_to_the_millisecond_wherever_the_start_fell() {
+        let before = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for slack_us in [0, 1, 37, 400, 999] {
+            let started = Started {
+                before,
+                after: before + Duration::from_micros(slack_us),
+            };
+            // Ends just past a millisecond boundary (the case a shift fixes) and elsewhere.
+            for end_us in [0, 1, 36, 500, 998, 3_000, 3_001, 3_100, 3_999, 250_020] {
+                let now = before + Duration::from_micros(end_us);
+                let (end, duration) = end_stamp(started, now);
+                assert!(
+                    end >= now,
+                    "the end is never before the moment it was asked for"
+                );
+                assert!(
+                    end.duration_since(now).unwrap()
+                        <= started.after.duration_since(before).unwrap()
+                );
+                for start in possible_starts(started) {
+                    let span = end.duration_since(start).unwrap();
+                    assert_eq!(
+                        millis(span),
+                        millis(duration),
+                        "slack {slack_us} µs, end at {end_us} µs, start {start:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_start_slower_than_a_millisecond_leaves_the_end_where_it_is() {
+        let before = SystemTime::UNIX_EPOCH + Duration::from_secs(1);
+        let started = Started {
+            before,
+            after: before + Duration::from_millis(3),
+        };
+        let now = before + Duration::from_micros(10_200);
+        assert_eq!(
+            end_stamp(started, now),
+            (now, Duration::from_micros(10_200))
+        );
+    }
+
+    #[test]
+    fn a_clock_stepped_back_gives_a_zero_duration_not_a_panic() {
+        let before = SystemTime::UNIX_EPOCH + Duration::from_secs(10);
+        let started = Started {
+            before,
+            after: before,
+        };
+        let now = before - Duration::from_secs(1);
+        assert_eq!(end_stamp(started, now), (now, Duration::ZERO));
+    }
 }

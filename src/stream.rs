@@ -206,7 +206,7 @@ impl<T: Unpin> StreamCore<T> {
         let response = match response {
             Ok(r) => r,
             Err(error) => {
-                state.call.record_error(&error);
+                state.call.fail(&error);
                 return Err(error);
             }
         };
@@ -263,7 +263,10 @@ impl<T: Unpin> StreamCore<T> {
 }
 
 impl<T> StreamCore<T> {
-    /// Ends the stream: records the outcome on the span, once.
+    /// Ends the stream: records the outcome on the span and ends it now, once. Every
+    /// ending goes through here (last event, failure, deadline, abort, drop), so the
+    /// span's end is the moment the stream ended, not when the request went out (its
+    /// last `enter`) nor when `finish()` was called.
     fn end(&mut self, ending: Ending) {
         if std::mem::replace(&mut self.ended, true) {
             return;
@@ -296,6 +299,7 @@ impl<T> StreamCore<T> {
                 Err(error)
             }
         };
+        self.state.call.end();
         self.outcome = Some(outcome);
     }
 
@@ -320,9 +324,7 @@ impl<T> StreamCore<T> {
             );
             if content && !self.first_chunk_seen {
                 self.first_chunk_seen = true;
-                self.state
-                    .call
-                    .record_first_chunk(self.state.started.elapsed().as_secs_f64());
+                self.state.call.record_first_chunk();
             }
             if let Some(item) = (self.select)(&ev) {
                 self.ready.push_back(item);
