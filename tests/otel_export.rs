@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::{Value, json};
 use support::{
     FakeProvider, OtlpReceiver, check_span_payload, client, client_with, install, pipeline,
@@ -420,5 +421,55 @@ async fn a_handler_joins_the_trace_and_conversation_of_incoming_headers() {
     assert!(
         traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
         "{traceparent}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paced_stream_spans_its_whole_time_at_otlp_and_in_tracia_latency() {
+    let (fake, otlp, cloud) = support::servers(KEY).await;
+    let pause = Duration::from_millis(20);
+    fake.enqueue_chunked("openai/chat-stream", pause);
+    let guard = pipeline(Some(&otlp), Some((&cloud, KEY)));
+    let _sub = install(&guard);
+    let mut stream = client(&fake)
+        .run_local_stream(RunLocal::new("gpt-3.5-turbo").user("joke"))
+        .await
+        .unwrap();
+    while let Some(chunk) = stream.next().await {
+        chunk.unwrap();
+    }
+    let result = stream.finish().await.unwrap();
+    guard.flush().await;
+
+    let sent = &fake.wait_for_stream_outcomes(1, WAIT).await[0];
+    assert!(sent.completed, "{sent:?}");
+    let pacing = pause * u32::try_from(sent.events_total - 1).unwrap();
+    let chat = otlp
+        .wait_for_spans(1, WAIT)
+        .await
+        .into_iter()
+        .find(|s| format!("sp_{}", s.span_id) == result.span_id)
+        .expect("the stream's span at the OTLP receiver");
+    let span = Duration::from_nanos(chat.duration_nanos());
+    assert!(
+        span >= pacing,
+        "the span ({span:?}) covers the paced events ({pacing:?})"
+    );
+    let ttft = chat
+        .attr_f64("gen_ai.response.time_to_first_chunk")
+        .unwrap();
+    assert!(
+        ttft >= 0.0 && Duration::from_secs_f64(ttft) <= span,
+        "start ≤ start + TTFT ({ttft} s) ≤ end ({span:?})"
+    );
+    assert_eq!(u128::from(result.latency_ms), span.as_millis());
+
+    let p = &cloud.wait_for_spans(1, WAIT).await[0];
+    check_span_payload(p).unwrap();
+    assert_eq!(p["spanId"], json!(result.span_id));
+    assert_eq!(
+        p["latencyMs"].as_u64().map(u128::from),
+        Some(span.as_millis()),
+        "Tracia's latency is the span's duration"
     );
 }
