@@ -10,7 +10,7 @@ mod support;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::{FakeProvider, OtlpReceiver};
+use support::{FakeProvider, OtlpReceiver, ReceivedSpan, Reply};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -59,9 +59,28 @@ async fn check(
     provider_name: &str,
     answer: &str,
 ) -> Vec<support::RecordedRequest> {
+    check_reply(
+        model,
+        Reply::fixture(fixture),
+        stream,
+        provider_name,
+        answer,
+    )
+    .await
+    .0
+}
+
+/// The same with any reply; returns the requests and the call's span.
+async fn check_reply(
+    model: &str,
+    reply: Reply,
+    stream: bool,
+    provider_name: &str,
+    answer: &str,
+) -> (Vec<support::RecordedRequest>, ReceivedSpan) {
     let fake = FakeProvider::start().await;
     let otlp = OtlpReceiver::start().await;
-    fake.enqueue_fixture(fixture);
+    fake.enqueue_reply(reply);
     let extra: &[&str] = if stream { &["--stream"] } else { &[] };
     let out = run_quickstart(model, extra, base_env(&fake, &otlp)).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -90,7 +109,7 @@ async fn check(
     assert_eq!(span.attr_str("gen_ai.provider.name"), Some(provider_name));
     assert!(!span.is_error(), "{model}: {span:?}");
     assert_eq!(fake.pending(), 0, "{model}: the fixture was consumed");
-    fake.requests().await
+    (fake.requests().await, span.clone())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -168,6 +187,26 @@ async fn quickstart_streams_with_the_stream_flag() {
         "In the observability department, Prometheus, Grafana, Jaeger, and Loki were stressed.",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quickstart_streams_a_paced_answer_in_a_span_as_long_as_the_stream() {
+    let pause = Duration::from_millis(5);
+    let (_, span) = check_reply(
+        "gpt-3.5-turbo",
+        Reply::fixture("openai/chat-stream").chunked(pause),
+        true,
+        "openai",
+        "In the observability department",
+    )
+    .await;
+    // 196 events, 195 pauses between them: the span lasts at least that long.
+    let pacing = pause * 195;
+    assert!(
+        Duration::from_nanos(span.duration_nanos()) >= pacing,
+        "the span ({} ns) covers the stream ({pacing:?})",
+        span.duration_nanos()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
