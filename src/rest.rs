@@ -734,17 +734,12 @@ impl Prompts<'_> {
             }
         }
         let sent_messages = run.messages.is_some();
-        let outcome = match request(
-            self.tracia,
-            Method::POST,
-            &["prompts", slug, "run"],
-            Some(&run),
-        ) {
-            Ok(request) => {
-                exchange::<RunPromptResult>(self.tracia, request, call.span.clone()).await
-            }
-            Err(e) => Err(e),
-        };
+        let outcome: Result<RunPromptResult> = async {
+            let segments = ["prompts", slug, "run"];
+            let request = request(self.tracia, Method::POST, &segments, Some(&run))?;
+            exchange(self.tracia, request, call.span.clone()).await
+        }
+        .await;
         let result = match outcome {
             Ok(result) => result,
             Err(e) => {

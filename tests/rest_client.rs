@@ -586,6 +586,21 @@ async fn each_call_is_a_client_span_whose_context_is_sent() {
     assert!(failed.is_error());
     assert_eq!(failed.attr_str("error.type"), Some("NOT_FOUND"));
     assert_eq!(failed.attr_i64("http.response.status_code"), Some(404));
+
+    // Ids not in Tracia's hex form (server-issued ones) cannot place the client span:
+    // they go to the server as given, for it to resolve.
+    stub.ok(r#"{"text":"hi","spanId":"sp_2","traceId":"tr_session789"}"#);
+    let run = RunPrompt {
+        trace_id: Some("tr_session789".into()),
+        parent_span_id: Some("sp_abc123xyz".into()),
+        ..RunPrompt::default()
+    };
+    client(&url).prompts().run("welcome", run).await.unwrap();
+    let body = stub.request(2).body;
+    assert_eq!(
+        (&body["traceId"], &body["parentSpanId"]),
+        (&json!("tr_session789"), &json!("sp_abc123xyz"))
+    );
 }
 
 /// Every method's HTTP method, path (slugs and span ids percent-encoded as one
