@@ -1092,6 +1092,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn run_results_read_the_variants_servers_send() {
+        let read = |json: &str| serde_json::from_str::<RunPromptResult>(json).unwrap();
+        let r = read(r#"{"finishReason":"length","toolCalls":null,"messages":null,"usage":null}"#);
+        assert_eq!(r.finish_reason, FinishReason::MaxTokens);
+        assert!(r.tool_calls.is_empty() && r.messages.is_empty());
+        assert_eq!(r.usage, Usage::default());
+        let r =
+            read(r#"{"finishReason":"content_filter","usage":{"inputTokens":2,"outputTokens":3}}"#);
+        assert_eq!(r.finish_reason, FinishReason::Stop);
+        assert_eq!(r.usage.total_tokens, 5);
+        let r = read(
+            r#"{"finishReason":"tool_calls","text":null,
+            "toolCalls":[{"id":"c1","name":"weather","arguments":{"city":"Paris"}}],
+            "messages":[{"role":"assistant","content":[
+                {"type":"tool_call","id":"c1","name":"weather","arguments":{"city":"Paris"}}]}]}"#,
+        );
+        assert_eq!(r.finish_reason, FinishReason::ToolCalls);
+        let call = ToolCall::new("c1", "weather", serde_json::json!({"city": "Paris"}));
+        assert_eq!(r.tool_calls, [call.clone()]);
+        assert_eq!(
+            r.messages[0].content.tool_calls().collect::<Vec<_>>(),
+            [&call]
+        );
+        assert_eq!(read("{}").finish_reason, FinishReason::Stop);
+    }
+
+    #[test]
     fn list_query_uses_tracia_names_and_comma_separated_tags() {
         let query = ListSpans {
             prompt_slug: Some("a/b".into()),
