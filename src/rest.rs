@@ -1110,7 +1110,7 @@ mod tests {
         );
         assert_eq!(r.finish_reason, FinishReason::ToolCalls);
         let call = ToolCall::new("c1", "weather", serde_json::json!({"city": "Paris"}));
-        assert_eq!(r.tool_calls, [call.clone()]);
+        assert_eq!(r.tool_calls, std::slice::from_ref(&call));
         assert_eq!(
             r.messages[0].content.tool_calls().collect::<Vec<_>>(),
             [&call]
