@@ -146,9 +146,8 @@ pub use provider::Provider;
 pub use responses::{ResponsesResult, ResponsesToolCall, RunResponses};
 pub use responses_stream::{ResponsesEvent, ResponsesStream};
 pub use rest::{
-    CreatePrompt, Evaluate, Evaluation, ListSpans, Prompt, PromptListItem, PromptMessage,
-    PromptUsage, Prompts, RunMessage, RunPrompt, RunPromptResult, Span, SpanListItem, SpanPage,
-    Spans, UpdatePrompt,
+    CreatePrompt, Evaluate, Evaluation, ListSpans, Prompt, PromptListItem, PromptMessage, Prompts,
+    RunPrompt, RunPromptResult, Span, SpanListItem, SpanPage, Spans, UpdatePrompt,
 };
 pub use run::{FinishReason, RunLocal, RunResult};
 pub use semconv::SemconvMode;

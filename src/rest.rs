@@ -1,7 +1,8 @@
 //! The Tracia REST API: prompts (`/api/v1/prompts`) and spans (`/api/v1/spans`).
 //!
 //! Every call is a CLIENT span (`prompts.get {slug}`, `spans.list`, …) whose context
-//! goes out as `traceparent`, so the server's work joins the caller's trace.
+//! goes out as `traceparent`, so the server's work joins the caller's trace;
+//! `prompts.run` is a GenAI chat span (see [`Prompts::run`]).
 
 use std::collections::BTreeMap;
 
@@ -12,9 +13,18 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
+
+use crate::chat::ChatResponse;
 use crate::client::Tracia;
 use crate::error::{Error, ErrorCode, Result};
+use crate::ids;
+use crate::message::{Message, ToolCall};
+use crate::run::FinishReason;
+use crate::session::Session;
+use crate::span::{CallSpan, Placement, PromptRunStart};
 use crate::transport;
+use crate::usage::Usage;
 
 /// The prompts of the Tracia project, from [`Tracia::prompts`].
 ///
@@ -213,27 +223,15 @@ pub struct UpdatePrompt {
     pub content: Option<Vec<PromptMessage>>,
 }
 
-/// A conversation message of `prompts().run` (request and response).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RunMessage {
-    /// Role.
-    pub role: String,
-    /// Text, or content parts as the server sends them.
-    #[serde(default)]
-    pub content: serde_json::Value,
-    /// The tool call a `tool` message answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_call_id: Option<String>,
-    /// The tool's name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_name: Option<String>,
-}
-
 /// The options of `prompts().run`; every field is optional, empty ones are not sent.
 ///
 /// ```
-/// let run = tracia::RunPrompt::default().variable("name", "Ada");
+/// use tracia::{Message, RunPrompt};
+/// let run = RunPrompt {
+///     model: Some("gpt-4o".into()),
+///     messages: Some(vec![Message::user("Write to Ada.")]),
+///     ..RunPrompt::default().variable("name", "Ada")
+/// };
 /// assert_eq!(run.variables["name"], "Ada");
 /// ```
 #[derive(Debug, Clone, Default, Serialize)]
@@ -248,9 +246,10 @@ pub struct RunPrompt {
     /// Overrides the prompt's model.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// A full conversation; template rendering is skipped.
+    /// A full conversation (for example the previous answer's `messages` plus a new
+    /// user message); template rendering is skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub messages: Option<Vec<RunMessage>>,
+    pub messages: Option<Vec<Message>>,
     /// Tags.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -260,10 +259,12 @@ pub struct RunPrompt {
     /// Session id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
-    /// Tracia trace id.
+    /// The trace to run in. In Tracia form (`tr_` + hex) it also places the client
+    /// span; any other id goes to the server as given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
-    /// Tracia parent span id.
+    /// The parent of the run. In Tracia form (`sp_` + 16 hex, with a trace known) it
+    /// also places the client span; any other id goes to the server as given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_span_id: Option<String>,
 }
@@ -276,22 +277,18 @@ impl RunPrompt {
     }
 }
 
-/// Token counts of a server-side run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PromptUsage {
-    /// Input tokens.
-    #[serde(default)]
-    pub input_tokens: u64,
-    /// Output tokens.
-    #[serde(default)]
-    pub output_tokens: u64,
-    /// Total tokens.
-    #[serde(default)]
-    pub total_tokens: u64,
-}
-
 /// The result of `prompts().run`.
+///
+/// ```
+/// let answer = r#"{"text": "Hi Ada", "spanId": "sp_1", "traceId": "tr_1",
+///     "usage": {"inputTokens": 9, "outputTokens": 3, "totalTokens": 12},
+///     "finishReason": "stop", "toolCalls": null,
+///     "messages": [{"role": "user", "content": "Greet Ada"}, {"role": "assistant", "content": "Hi Ada"}]}"#;
+/// let result: tracia::RunPromptResult = serde_json::from_str(answer).unwrap();
+/// assert_eq!(result.usage.total_tokens, 12);
+/// assert_eq!(result.finish_reason, tracia::FinishReason::Stop);
+/// assert!(result.tool_calls.is_empty());
+/// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
@@ -299,7 +296,7 @@ pub struct RunPromptResult {
     /// The reply (absent when the model only called tools).
     #[serde(default)]
     pub text: Option<String>,
-    /// Tracia span id of the run.
+    /// Tracia span id of the run: the server's span, the one to evaluate.
     #[serde(default)]
     pub span_id: String,
     /// Tracia trace id of the run.
@@ -311,24 +308,62 @@ pub struct RunPromptResult {
     /// Latency.
     #[serde(default)]
     pub latency_ms: Option<u64>,
-    /// Token counts.
-    #[serde(default)]
-    pub usage: PromptUsage,
+    /// Token counts (the server reports no cache or reasoning counts).
+    #[serde(default, deserialize_with = "wire_usage")]
+    pub usage: Usage,
     /// Cost in USD, computed by the server.
     #[serde(default)]
     pub cost: Option<f64>,
-    /// `stop`, `max_tokens` or `tool_calls`.
-    #[serde(default)]
-    pub finish_reason: Option<String>,
-    /// Tool calls, as the server sends them.
-    #[serde(default)]
-    pub tool_calls: Option<serde_json::Value>,
+    /// Why the model stopped (`stop` when the server names no reason it knows).
+    #[serde(default, deserialize_with = "lenient_finish")]
+    pub finish_reason: FinishReason,
+    /// The tool calls the model asked for (none when the server sends `null`).
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub tool_calls: Vec<ToolCall>,
     /// Parsed structured output.
     #[serde(default)]
     pub structured_output: Option<serde_json::Value>,
     /// The rendered input plus the reply, for the next turn.
-    #[serde(default)]
-    pub messages: Vec<RunMessage>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub messages: Vec<Message>,
+}
+
+/// Tracia's `usage` (`inputTokens`, `outputTokens`, `totalTokens`).
+fn wire_usage<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Usage, D::Error> {
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    struct Wire {
+        input_tokens: u64,
+        output_tokens: u64,
+        total_tokens: Option<u64>,
+    }
+    let w = Option::<Wire>::deserialize(d)?.unwrap_or_default();
+    Ok(Usage {
+        input_tokens: w.input_tokens,
+        output_tokens: w.output_tokens,
+        total_tokens: w
+            .total_tokens
+            .unwrap_or(w.input_tokens.saturating_add(w.output_tokens)),
+        ..Usage::default()
+    })
+}
+
+/// Tracia's finish reason, read as `run_local` normalizes a provider's: one Tracia
+/// docs page says `length` where the API says `max_tokens`, and a reason this SDK does
+/// not know is a `stop`.
+fn lenient_finish<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<FinishReason, D::Error> {
+    let raw = Option::<String>::deserialize(d)?;
+    Ok(crate::chat::normalize_finish_reason(raw.as_deref()))
+}
+
+fn null_as_empty<'de, D, T>(d: D) -> std::result::Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Filters and paging of `spans().list`.
@@ -621,30 +656,149 @@ impl Prompts<'_> {
         Ok(())
     }
 
-    /// Runs a prompt on the server.
+    /// Runs a prompt on the server: the Tracia server renders it, calls the model and
+    /// stores the run as a span of its own.
+    ///
+    /// The call is a GenAI CLIENT span (`chat`, or `chat {model}` with a model
+    /// override) that joins the current trace like [`Tracia::run_local`], or the trace
+    /// that `trace_id`/`parent_span_id` name. It carries `gen_ai.prompt.name` (the slug)
+    /// and `gen_ai.prompt.version`, session, user and tags, and from the answer the
+    /// usage, `tracia.cost_usd`, the finish reason and, as `gen_ai.response.id`, the
+    /// server's span id of the run; with content capture on, the input and output
+    /// messages. Its context goes out as `traceparent` and as the run's
+    /// `traceId`/`parentSpanId`, so the server's span of the run is its child. It is
+    /// marked `tracia.prompt.run`: the server counted the run's tokens and cost, so
+    /// the Tracia exporter does not upload this span and `tracia-collector` does not
+    /// count it again.
     ///
     /// ```no_run
     /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
     /// let run = tracia::RunPrompt::default().variable("name", "Ada");
     /// let result = tracia.prompts().run("welcome-email", run).await?;
-    /// println!("{:?} (span {})", result.text, result.span_id);
+    /// println!("{:?} ({} tokens, span {})", result.text, result.usage.total_tokens, result.span_id);
+    /// // The next turn: the whole conversation so far, plus a new question.
+    /// let mut messages = result.messages.clone();
+    /// messages.push(tracia::Message::user("Shorter, please."));
+    /// let run = tracia::RunPrompt { messages: Some(messages), ..Default::default() };
+    /// let shorter = tracia.prompts().run("welcome-email", run).await?;
     /// # Ok(()) }
     /// ```
     pub async fn run(&self, slug: &str, run: RunPrompt) -> Result<RunPromptResult> {
-        let span = client_span("prompts.run", Some(slug));
-        if let Some(version) = run.version {
-            span.record("gen_ai.prompt.version", i64::from(version));
+        let (result, _) = self.run_at(slug, run, Placement::default()).await?;
+        Ok(result)
+    }
+
+    /// Runs at a session's position (the run's own ids win). Also answers where the run
+    /// stands in the trace for the session to move on to: the client span when it is
+    /// recorded, else the server's span of the run.
+    async fn run_at(
+        &self,
+        slug: &str,
+        mut run: RunPrompt,
+        session: Placement,
+    ) -> Result<(RunPromptResult, Option<(TraceId, SpanId)>)> {
+        crate::propagation::ambient_conversation().fill(&mut run.session_id, &mut run.user_id);
+        // Ids in Tracia form place the client span; others (server-issued ids, a
+        // parent alone outside any trace) are the server's to resolve, sent as given.
+        let placed = session.with_ids(None, run.trace_id.as_deref(), run.parent_span_id.as_deref());
+        let placement = placed.as_ref().map_or(session, |p| *p);
+        let call = CallSpan::start_prompt_run(
+            PromptRunStart {
+                slug,
+                version: run.version,
+                model: run.model.as_deref(),
+                server: self.tracia.tracia_base_url(),
+                session_id: run.session_id.as_deref(),
+                user_id: run.user_id.as_deref(),
+                tags: &run.tags,
+                messages: run.messages.as_deref(),
+                variables: &run.variables,
+                placement,
+            },
+            self.tracia.span_settings(),
+        );
+        let recorded = call.context.span().span_context().is_sampled();
+        if placed.is_ok() {
+            if recorded {
+                // The server's span of the run becomes this span's child.
+                run.trace_id = Some(ids::format_trace_id(call.trace_id));
+                run.parent_span_id = Some(ids::format_span_id(call.span_id));
+            } else {
+                // No span of ours is exported: the run goes where it was placed.
+                run.trace_id = run
+                    .trace_id
+                    .or(placement.trace_id.map(ids::format_trace_id));
+                run.parent_span_id = run
+                    .parent_span_id
+                    .or(placement.parent_span_id.map(ids::format_span_id));
+            }
         }
-        let result: RunPromptResult = call(
-            self.tracia,
-            Method::POST,
-            &["prompts", slug, "run"],
-            Some(&run),
-            span.clone(),
-        )
-        .await?;
-        if let Some(version) = result.prompt_version {
-            span.record("gen_ai.prompt.version", i64::from(version));
+        let sent_messages = run.messages.is_some();
+        let outcome: Result<RunPromptResult> = async {
+            let segments = ["prompts", slug, "run"];
+            let request = request(self.tracia, Method::POST, &segments, Some(&run))?;
+            exchange(self.tracia, request, call.span.clone()).await
+        }
+        .await;
+        let result = match outcome {
+            Ok(result) => result,
+            Err(e) => {
+                call.record_error(&e);
+                return Err(e);
+            }
+        };
+        // The answer's messages are the rendered input, then the reply.
+        let rendered = (!sent_messages)
+            .then(|| result.messages.split_last().map(|(_, input)| input))
+            .flatten();
+        call.record_prompt_run(result.prompt_version, rendered);
+        let response = ChatResponse {
+            id: (!result.span_id.is_empty()).then(|| result.span_id.clone()),
+            text: result.text.clone().unwrap_or_default(),
+            tool_calls: result.tool_calls.clone(),
+            usage: Some(result.usage),
+            ..ChatResponse::default()
+        };
+        call.record_response(&response, result.finish_reason, false, result.cost);
+        let at = if recorded {
+            Some((call.trace_id, call.span_id))
+        } else {
+            ids::parse_trace_id(&result.trace_id)
+                .ok()
+                .zip(ids::parse_span_id(&result.span_id).ok())
+        };
+        Ok((result, at))
+    }
+}
+
+impl Session {
+    /// Runs a prompt on the server ([`Prompts::run`]) as the session's next turn: its
+    /// span is the child of the session's last call, and the session moves on to it.
+    /// The session's session and user go on the run unless it names its own.
+    ///
+    /// ```no_run
+    /// # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// use tracia::{Message, RunPrompt};
+    /// let session = tracia.create_session().with_session_id("conv_7");
+    /// let first = session.prompts_run("support-agent", RunPrompt::default().variable("topic", "billing")).await?;
+    /// let mut messages = first.messages.clone();
+    /// messages.push(Message::user("And my last invoice?"));
+    /// let second = session
+    ///     .prompts_run("support-agent", RunPrompt { messages: Some(messages), ..Default::default() })
+    ///     .await?;
+    /// assert_eq!(first.trace_id, second.trace_id);
+    /// # Ok(()) }
+    /// ```
+    pub async fn prompts_run(&self, slug: &str, mut run: RunPrompt) -> Result<RunPromptResult> {
+        self.conversation()
+            .fill(&mut run.session_id, &mut run.user_id);
+        let (result, at) = self
+            .client()
+            .prompts()
+            .run_at(slug, run, self.placement())
+            .await?;
+        if let Some((trace_id, span_id)) = at {
+            self.advance(trace_id, span_id);
         }
         Ok(result)
     }
@@ -769,7 +923,6 @@ fn client_span(operation: &'static str, slug: Option<&str>) -> tracing::Span {
         error.type = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
         gen_ai.prompt.name = slug,
-        gen_ai.prompt.version = tracing::field::Empty,
     )
 }
 
@@ -792,19 +945,44 @@ async fn call<T: DeserializeOwned, B: Serialize>(
     body: Option<&B>,
     span: tracing::Span,
 ) -> Result<T> {
+    send(tracia, request(tracia, method, segments, body)?, span).await
+}
+
+fn request<B: Serialize>(
+    tracia: &Tracia,
+    method: Method,
+    segments: &[&str],
+    body: Option<&B>,
+) -> Result<reqwest::RequestBuilder> {
     let mut request = tracia.http().request(method, url(tracia, segments)?);
     if let Some(body) = body {
         request = request.json(body);
     }
-    send(tracia, request, span).await
+    Ok(request)
 }
 
+/// Sends in a REST span, a failure marked on it with the Tracia code as `error.type`.
 async fn send<T: DeserializeOwned>(
     tracia: &Tracia,
     request: reqwest::RequestBuilder,
     span: tracing::Span,
 ) -> Result<T> {
-    let outcome = async {
+    let outcome = exchange(tracia, request, span.clone()).await;
+    if let Err(error) = &outcome {
+        span.record("otel.status_code", "error");
+        span.record("error.type", error.code().as_str());
+    }
+    outcome
+}
+
+/// Sends with the key, in `span` (whose context goes out as `traceparent`), and reads
+/// the answer.
+async fn exchange<T: DeserializeOwned>(
+    tracia: &Tracia,
+    request: reqwest::RequestBuilder,
+    span: tracing::Span,
+) -> Result<T> {
+    async {
         let key = tracia.tracia_api_key().ok_or_else(|| {
             Error::new(
                 ErrorCode::Unauthorized,
@@ -821,13 +999,8 @@ async fn send<T: DeserializeOwned>(
         .await
         .unwrap_or_else(|_| Err(transport::timeout_error(timeout)))
     }
-    .instrument(span.clone())
-    .await;
-    if let Err(error) = &outcome {
-        span.record("otel.status_code", "error");
-        span.record("error.type", error.code().as_str());
-    }
-    outcome
+    .instrument(span)
+    .await
 }
 
 async fn receive<T: DeserializeOwned>(
@@ -917,6 +1090,33 @@ fn status_code(status: reqwest::StatusCode) -> ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_results_read_the_variants_servers_send() {
+        let read = |json: &str| serde_json::from_str::<RunPromptResult>(json).unwrap();
+        let r = read(r#"{"finishReason":"length","toolCalls":null,"messages":null,"usage":null}"#);
+        assert_eq!(r.finish_reason, FinishReason::MaxTokens);
+        assert!(r.tool_calls.is_empty() && r.messages.is_empty());
+        assert_eq!(r.usage, Usage::default());
+        let r =
+            read(r#"{"finishReason":"content_filter","usage":{"inputTokens":2,"outputTokens":3}}"#);
+        assert_eq!(r.finish_reason, FinishReason::Stop);
+        assert_eq!(r.usage.total_tokens, 5);
+        let r = read(
+            r#"{"finishReason":"tool_calls","text":null,
+            "toolCalls":[{"id":"c1","name":"weather","arguments":{"city":"Paris"}}],
+            "messages":[{"role":"assistant","content":[
+                {"type":"tool_call","id":"c1","name":"weather","arguments":{"city":"Paris"}}]}]}"#,
+        );
+        assert_eq!(r.finish_reason, FinishReason::ToolCalls);
+        let call = ToolCall::new("c1", "weather", serde_json::json!({"city": "Paris"}));
+        assert_eq!(r.tool_calls, std::slice::from_ref(&call));
+        assert_eq!(
+            r.messages[0].content.tool_calls().collect::<Vec<_>>(),
+            [&call]
+        );
+        assert_eq!(read("{}").finish_reason, FinishReason::Stop);
+    }
 
     #[test]
     fn list_query_uses_tracia_names_and_comma_separated_tags() {

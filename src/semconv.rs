@@ -29,6 +29,9 @@ pub(crate) const REQUEST_ENCODING_FORMATS: &str = "gen_ai.request.encoding_forma
 pub(crate) const EMBEDDINGS_DIMENSION_COUNT: &str = "gen_ai.embeddings.dimension.count";
 pub(crate) const TRACIA_EMBEDDINGS_INPUT: &str = "tracia.embeddings.input";
 pub(crate) const TRACIA_EMBEDDINGS_COUNT: &str = "tracia.embeddings.count";
+/// `true` on the client span of `prompts.run`: the Tracia server that ran the prompt
+/// stored the run (tokens, cost) itself, so backends must not count this span again.
+pub(crate) const TRACIA_PROMPT_RUN: &str = "tracia.prompt.run";
 
 /// Which version of the GenAI conventions to emit, from `OTEL_SEMCONV_STABILITY_OPT_IN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -93,7 +93,12 @@ impl Session {
         input
     }
 
-    fn placement(&self) -> Placement {
+    /// The client the session's calls go through.
+    pub(crate) fn client(&self) -> &Tracia {
+        &self.tracia
+    }
+
+    pub(crate) fn placement(&self) -> Placement {
         let p = self.position();
         Placement {
             trace_id: p.trace_id,
@@ -102,7 +107,7 @@ impl Session {
         }
     }
 
-    fn advance(&self, trace_id: TraceId, span_id: SpanId) {
+    pub(crate) fn advance(&self, trace_id: TraceId, span_id: SpanId) {
         let mut p = self.position.lock().unwrap_or_else(PoisonError::into_inner);
         p.trace_id = Some(trace_id);
         p.last_span_id = Some(span_id);

@@ -92,6 +92,24 @@ pub(crate) struct EmbeddingsStart<'a> {
     pub placement: Placement,
 }
 
+/// The static facts of a `prompts.run` call: a prompt that the Tracia server renders
+/// and runs.
+pub(crate) struct PromptRunStart<'a> {
+    pub slug: &'a str,
+    pub version: Option<u32>,
+    /// The caller's model override: the only model known (the answer names none).
+    pub model: Option<&'a str>,
+    /// The Tracia server.
+    pub server: &'a reqwest::Url,
+    pub session_id: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub tags: &'a [String],
+    /// The conversation sent instead of the template, if any.
+    pub messages: Option<&'a [Message]>,
+    pub variables: &'a std::collections::BTreeMap<String, String>,
+    pub placement: Placement,
+}
+
 /// One call's span, with the ids it was exported under.
 ///
 /// Its end is stamped by [`CallSpan::end`], once, when the call is over, not left to
@@ -201,6 +219,11 @@ macro_rules! chat_span {
             tracia.variables = Empty,
             tracia.cost_usd = Empty,
             tracia.stream.aborted = Empty,
+            // `prompts.run`: the prompt the Tracia server ran, and its HTTP answer.
+            gen_ai.prompt.name = Empty,
+            gen_ai.prompt.version = Empty,
+            tracia.prompt.run = Empty,
+            http.response.status_code = Empty,
         )
     };
 }
@@ -321,6 +344,62 @@ impl CallSpan {
             span.record("tracia.embeddings.input", texts);
         }
         Self::place(span, started, start.placement, settings)
+    }
+
+    /// Creates the chat span of a prompt run by the Tracia server, placed and started
+    /// like a chat span. It carries `tracia.prompt.run`, so that exporters know the
+    /// server recorded the run (tokens and cost) itself; model and provider only when
+    /// the caller overrides the model, since neither request nor answer name them else.
+    pub fn start_prompt_run(start: PromptRunStart<'_>, settings: SpanSettings) -> Self {
+        let span = new_span!(chat_span, true, start.placement);
+        let provider = start.model.and_then(|m| Provider::resolve(m, None).ok());
+        match (start.model, provider) {
+            (Some(model), Some(provider)) => record_target(
+                &span,
+                &SpanTarget {
+                    operation: "chat",
+                    provider,
+                    model,
+                    server: start.server,
+                },
+            ),
+            (model, _) => {
+                record_operation(&span, "chat", model);
+                record_server(&span, start.server);
+            }
+        }
+        span.record("gen_ai.prompt.name", start.slug);
+        if let Some(version) = start.version {
+            span.record("gen_ai.prompt.version", version.to_string());
+        }
+        span.record(semconv::TRACIA_PROMPT_RUN, true);
+        record_conversation(&span, start.session_id, start.user_id, start.tags);
+        if settings.capture_content && !span.is_disabled() {
+            if let Some(messages) = start.messages {
+                span.record("gen_ai.input.messages", semconv::input_messages(messages));
+            }
+            if !start.variables.is_empty() {
+                let vars = serde_json::to_string(start.variables).unwrap_or_default();
+                span.record("tracia.variables", vars);
+            }
+        }
+        Self::place(span, start.placement, settings)
+    }
+
+    /// Records what a prompt run's answer adds before its response: the version that
+    /// ran and, when the caller sent no conversation, the input the server rendered.
+    pub fn record_prompt_run(&self, version: Option<u32>, rendered: Option<&[Message]>) {
+        if let Some(version) = version {
+            self.span
+                .record("gen_ai.prompt.version", version.to_string());
+        }
+        if let Some(messages) = rendered
+            && self.settings.capture_content
+            && !self.span.is_disabled()
+        {
+            self.span
+                .record("gen_ai.input.messages", semconv::input_messages(messages));
+        }
     }
 
     /// Records an embeddings response: dimensions, count, usage and cost.
@@ -539,18 +618,52 @@ impl Drop for CallSpan {
 
 /// Name, operation, provider, model and server: the attributes every operation shares.
 pub(crate) fn record_target(span: &tracing::Span, target: &SpanTarget<'_>) {
-    span.record(
-        "otel.name",
-        format!("{} {}", target.operation, target.model),
-    );
+    record_operation(span, target.operation, Some(target.model));
     span.record("gen_ai.provider.name", target.provider.otel_name());
-    span.record("gen_ai.request.model", target.model);
     span.record("tracia.provider", target.provider.as_str());
-    if let Some(host) = target.server.host_str() {
+    record_server(span, target.server);
+}
+
+/// The span name, `{operation} {model}` (the operation alone when the model is not
+/// known, as the semconv asks), and the requested model.
+fn record_operation(span: &tracing::Span, operation: &str, model: Option<&str>) {
+    match model {
+        Some(model) => {
+            span.record("otel.name", format!("{operation} {model}"));
+            span.record("gen_ai.request.model", model);
+        }
+        None => {
+            span.record("otel.name", operation);
+        }
+    }
+}
+
+fn record_server(span: &tracing::Span, server: &reqwest::Url) {
+    if let Some(host) = server.host_str() {
         span.record("server.address", host);
     }
-    if let Some(port) = target.server.port_or_known_default() {
+    if let Some(port) = server.port_or_known_default() {
         span.record("server.port", i64::from(port));
+    }
+}
+
+/// The conversation and end user (`session.id` is also `gen_ai.conversation.id`), and
+/// the tags.
+fn record_conversation(
+    span: &tracing::Span,
+    session: Option<&str>,
+    user: Option<&str>,
+    tags: &[String],
+) {
+    if let Some(session) = session {
+        span.record("session.id", session);
+        span.record("gen_ai.conversation.id", session);
+    }
+    if let Some(user) = user {
+        span.record("user.id", user);
+    }
+    if !tags.is_empty() {
+        string_array(span, semconv::TRACIA_TAGS, tags.iter().cloned());
     }
 }
 
@@ -583,16 +696,12 @@ fn record_request(
         };
         span.record("gen_ai.output.type", kind);
     }
-    if let Some(session) = &input.session_id {
-        span.record("session.id", session.as_str());
-        span.record("gen_ai.conversation.id", session.as_str());
-    }
-    if let Some(user) = &input.user_id {
-        span.record("user.id", user.as_str());
-    }
-    if !input.tags.is_empty() {
-        string_array(span, semconv::TRACIA_TAGS, input.tags.iter().cloned());
-    }
+    record_conversation(
+        span,
+        input.session_id.as_deref(),
+        input.user_id.as_deref(),
+        &input.tags,
+    );
     // A span no subscriber records (none installed, or `send_trace(false)`) is not
     // worth the JSON: it is most of what an untraced call would spend here.
     if settings.capture_content && !span.is_disabled() {

@@ -23,7 +23,8 @@ const CONCURRENT_UPLOADS: usize = 8;
 
 /// Exports GenAI spans (those with `gen_ai.operation.name`) to the Tracia API, one
 /// `POST /api/v1/spans` per span, with retries and backoff. Other spans are skipped:
-/// Tracia stores LLM calls, not a whole trace.
+/// Tracia stores LLM calls, not a whole trace. So are the client spans of
+/// `prompts().run`: Tracia stored that run already.
 ///
 /// Use it directly on your own `SdkTracerProvider`, or let [`crate::telemetry`] set it up.
 ///
@@ -283,20 +284,25 @@ impl Upload {
     }
 }
 
-/// The `gen_ai.operation.name` of a GenAI span, the only kind Tracia stores.
+/// The `gen_ai.operation.name` of a span Tracia stores: a GenAI span, but not the
+/// client span of `prompts.run` (`tracia.prompt.run`), whose run the server that ran
+/// it already stored with its tokens and cost.
 pub(crate) fn genai_operation(span: &SpanData) -> Option<&str> {
-    let kv = span
-        .attributes
-        .iter()
-        .find(|kv| kv.key.as_str() == semconv::OPERATION_NAME)?;
-    match &kv.value {
-        Value::String(v) => Some(v.as_str()),
-        _ => None,
+    let mut operation = None;
+    for kv in &span.attributes {
+        match (kv.key.as_str(), &kv.value) {
+            (semconv::OPERATION_NAME, Value::String(v)) => operation = Some(v.as_str()),
+            (semconv::TRACIA_PROMPT_RUN, Value::Bool(true)) => return None,
+            _ => {}
+        }
     }
+    operation
 }
 
 /// Maps a GenAI span to the Tracia span payload (`POST /api/v1/spans`); `None` for
-/// spans that are not GenAI spans. This is what [`TraciaExporter`] sends, and what a
+/// spans that are not GenAI spans, and for the client spans of `prompts.run`
+/// (`tracia.prompt.run = true`): the server stored that run, counting it twice would
+/// double its tokens and cost. This is what [`TraciaExporter`] sends, and what a
 /// Tracia-compatible backend receiving OTLP can store (`tracia-collector` does).
 ///
 /// ```

@@ -11,8 +11,8 @@ use futures::TryStreamExt;
 use serde_json::{Value, json};
 use support::{FakeProvider, OtlpReceiver, RecordedRequest};
 use tracia::{
-    CreatePrompt, ErrorCode, Evaluate, ListSpans, PromptMessage, RunLocal, RunMessage, RunPrompt,
-    Tracia, UpdatePrompt,
+    CreatePrompt, ErrorCode, Evaluate, FinishReason, ListSpans, Message, PromptMessage, RunLocal,
+    RunPrompt, Tracia, UpdatePrompt,
 };
 use tracia_collector::{AppState, store::Store};
 
@@ -104,7 +104,7 @@ async fn prompts_create_get_list_update_run_delete() {
         .unwrap();
     assert_eq!(run.prompt_version, Some(1));
     assert_eq!(run.usage.total_tokens, 34);
-    assert_eq!(run.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(run.finish_reason, FinishReason::Stop);
     assert!(run.text.unwrap().starts_with("Why did Opentelemetry"));
     let requests = fake.requests().await;
     assert_eq!(
@@ -524,8 +524,9 @@ async fn missing_key_is_unauthorized_before_any_request() {
     assert!(stub.seen.lock().unwrap().is_empty());
 }
 
-/// Each call is a CLIENT span named after the operation and slug, and the request
-/// carries that span's context as `traceparent`.
+/// Each call is a CLIENT span named after the operation and slug (`prompts.run` a
+/// GenAI `chat` span), and the request carries that span's context as `traceparent`
+/// (and a run's body as its `traceId`/`parentSpanId`).
 #[tokio::test(flavor = "multi_thread")]
 async fn each_call_is_a_client_span_whose_context_is_sent() {
     let (stub, url) = Stub::start().await;
@@ -548,21 +549,31 @@ async fn each_call_is_a_client_span_whose_context_is_sent() {
         .wait_for_spans(1, std::time::Duration::from_secs(10))
         .await;
     let span = &spans[0];
-    assert_eq!(span.name, "prompts.run welcome");
+    // Neither the request nor the answer names the model.
+    assert_eq!(span.name, "chat");
     assert!(span.is_client());
+    assert_eq!(span.attr_str("gen_ai.operation.name"), Some("chat"));
     assert_eq!(span.attr_str("gen_ai.prompt.name"), Some("welcome"));
     assert_eq!(
-        span.attr_i64("gen_ai.prompt.version"),
-        Some(3),
+        span.attr_str("gen_ai.prompt.version"),
+        Some("3"),
         "{:?}",
         span.attributes
     );
     assert_eq!(span.attr_i64("http.response.status_code"), Some(200));
-    let headers = stub.request(0).headers;
+    assert_eq!(span.attr_str("gen_ai.response.id"), Some("sp_1"));
+    assert_eq!(span.attr_bool("tracia.prompt.run"), Some(true));
+    let request = stub.request(0);
     assert_eq!(
-        headers["traceparent"],
+        request.headers["traceparent"],
         format!("00-{}-{}-01", span.trace_id, span.span_id)
     );
+    let trace_hex = span.trace_id.strip_prefix("0000000000000000");
+    assert_eq!(
+        request.body["traceId"],
+        format!("tr_{}", trace_hex.unwrap_or(&span.trace_id))
+    );
+    assert_eq!(request.body["parentSpanId"], format!("sp_{}", span.span_id));
 
     // A failed call's span is an error with the Tracia code as `error.type`.
     stub.reply(404, vec![], r#"{"code":"NOT_FOUND","message":"no span"}"#);
@@ -575,6 +586,21 @@ async fn each_call_is_a_client_span_whose_context_is_sent() {
     assert!(failed.is_error());
     assert_eq!(failed.attr_str("error.type"), Some("NOT_FOUND"));
     assert_eq!(failed.attr_i64("http.response.status_code"), Some(404));
+
+    // Ids not in Tracia's hex form (server-issued ones) cannot place the client span:
+    // they go to the server as given, for it to resolve.
+    stub.ok(r#"{"text":"hi","spanId":"sp_2","traceId":"tr_session789"}"#);
+    let run = RunPrompt {
+        trace_id: Some("tr_session789".into()),
+        parent_span_id: Some("sp_abc123xyz".into()),
+        ..RunPrompt::default()
+    };
+    client(&url).prompts().run("welcome", run).await.unwrap();
+    let body = stub.request(2).body;
+    assert_eq!(
+        (&body["traceId"], &body["parentSpanId"]),
+        (&json!("tr_session789"), &json!("sp_abc123xyz"))
+    );
 }
 
 /// Every method's HTTP method, path (slugs and span ids percent-encoded as one
@@ -723,22 +749,12 @@ async fn prompts_run_sends_every_option_by_its_tracia_name() {
         "messages":[{"role":"tool","content":"22C","toolCallId":"call_1","toolName":"weather"},
             {"role":"assistant","content":"It is sunny."}]}"#,
     );
-    let tool_answer = RunMessage {
-        role: "tool".into(),
-        content: json!("22C"),
-        tool_call_id: Some("call_1".into()),
-        tool_name: Some("weather".into()),
-    };
+    let tool_answer = Message::tool("call_1", "22C").with_tool_name("weather");
     let run = RunPrompt {
         version: Some(3),
         model: Some("gpt-4o".into()),
         messages: Some(vec![
-            RunMessage {
-                role: "user".into(),
-                content: json!("Weather in Paris?"),
-                tool_call_id: None,
-                tool_name: None,
-            },
+            Message::user("Weather in Paris?"),
             tool_answer.clone(),
         ]),
         tags: vec!["onboarding".into(), "beta".into()],
@@ -771,8 +787,8 @@ async fn prompts_run_sends_every_option_by_its_tracia_name() {
     assert_eq!(result.latency_ms, Some(1250));
     assert_eq!(result.usage.total_tokens, 165);
     assert_eq!(result.cost, Some(0.0049));
-    assert_eq!(result.finish_reason.as_deref(), Some("stop"));
-    assert_eq!(result.tool_calls, None);
+    assert_eq!(result.finish_reason, FinishReason::Stop);
+    assert!(result.tool_calls.is_empty());
     assert_eq!(result.structured_output, Some(json!({"sunny": true})));
     assert_eq!(result.messages[0], tool_answer);
 }
@@ -886,4 +902,378 @@ async fn list_all_ends_on_an_empty_or_repeated_cursor() {
         .await
         .unwrap();
     assert_eq!(second.len(), 1, "stops at the empty cursor");
+}
+
+// --- prompts.run as a GenAI span --------------------------------------------------------
+
+use opentelemetry::Value as OtelValue;
+use opentelemetry::trace::{SpanId, SpanKind, Status, TraceId};
+use opentelemetry_sdk::trace::SpanData;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SimpleSpanProcessor};
+use tracing::Instrument;
+
+/// An OpenTelemetry pipeline into memory, as this thread's subscriber until the
+/// returned guard drops.
+fn in_memory() -> (
+    InMemorySpanExporter,
+    SdkTracerProvider,
+    tracing::subscriber::DefaultGuard,
+) {
+    use tracing_subscriber::layer::SubscriberExt;
+    support::keep_callsite_interest_shared();
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(SimpleSpanProcessor::new(exporter.clone()))
+        .with_id_generator(tracia::TraciaIdGenerator)
+        .build();
+    let subscriber = tracing_subscriber::registry().with(tracia::telemetry::layer(&provider));
+    let guard = tracing::subscriber::set_default(subscriber);
+    (exporter, provider, guard)
+}
+
+fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a OtelValue> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| &kv.value)
+}
+
+fn attr_str<'a>(span: &'a SpanData, key: &str) -> Option<&'a str> {
+    match attr(span, key) {
+        Some(OtelValue::String(s)) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+fn attr_i64(span: &SpanData, key: &str) -> Option<i64> {
+    match attr(span, key) {
+        Some(OtelValue::I64(n)) => Some(*n),
+        _ => None,
+    }
+}
+
+fn attr_json(span: &SpanData, key: &str) -> Value {
+    serde_json::from_str(attr_str(span, key).unwrap_or("null")).unwrap()
+}
+
+/// The spans of `prompts.run` calls.
+fn prompt_runs(exporter: &InMemorySpanExporter) -> Vec<SpanData> {
+    let spans = exporter.get_finished_spans().unwrap();
+    spans
+        .into_iter()
+        .filter(|s| attr(s, "tracia.prompt.run").is_some())
+        .collect()
+}
+
+/// Tracia's form of a trace id.
+fn tracia_trace_id(id: TraceId) -> String {
+    let hex = id.to_string();
+    format!(
+        "tr_{}",
+        hex.strip_prefix("0000000000000000").unwrap_or(&hex)
+    )
+}
+
+async fn create_joke_prompt(tracia: &Tracia) {
+    let content = vec![PromptMessage::new("user", "Tell me a joke about {{topic}}")];
+    tracia
+        .prompts()
+        .create(CreatePrompt {
+            slug: Some("joke".into()),
+            ..CreatePrompt::new("Joke", content)
+        })
+        .await
+        .unwrap();
+}
+
+fn joke_run() -> RunPrompt {
+    RunPrompt {
+        model: Some("gpt-3.5-turbo".into()),
+        tags: vec!["jokes".into()],
+        ..RunPrompt::default().variable("topic", "opentelemetry")
+    }
+}
+
+/// Two `prompts_run` turns of a session against the collector: each a GenAI CLIENT
+/// span with what the answer tells (usage, cost, finish reason, the run's id, the
+/// messages), the second the child of the first; the server's span of each run is
+/// the child of its client span.
+#[tokio::test(flavor = "multi_thread")]
+async fn session_prompt_runs_are_chained_genai_spans_parenting_the_servers_runs() {
+    let fake = FakeProvider::start().await;
+    fake.enqueue_fixture("openai/chat-1")
+        .enqueue_fixture("openai/chat-1");
+    let (_dir, _, base) = collector(Some(support::client(&fake))).await;
+    let tracia = Tracia::builder()
+        .without_env()
+        .with_tracia_api_key("tr_test_key")
+        .with_tracia_base_url(&base)
+        .with_capture_content(true)
+        .build()
+        .unwrap();
+    create_joke_prompt(&tracia).await;
+
+    let (exporter, _provider, _subscriber) = in_memory();
+    let session = tracia
+        .create_session()
+        .with_session_id("conv_1")
+        .with_user_id("user_1");
+    let first = session.prompts_run("joke", joke_run()).await.unwrap();
+    let second = session.prompts_run("joke", joke_run()).await.unwrap();
+
+    let spans = prompt_runs(&exporter);
+    assert_eq!(spans.len(), 2);
+    let (a, b) = (&spans[0], &spans[1]);
+    assert_eq!(
+        a.parent_span_id,
+        SpanId::INVALID,
+        "the first turn starts the trace"
+    );
+    assert_eq!(b.parent_span_id, a.span_context.span_id());
+    assert_eq!(b.span_context.trace_id(), a.span_context.trace_id());
+    assert_eq!(
+        session.last_span_id(),
+        Some(format!("sp_{}", b.span_context.span_id()))
+    );
+
+    for (span, result) in [(a, &first), (b, &second)] {
+        assert_eq!(span.name, "chat gpt-3.5-turbo");
+        assert_eq!(span.span_kind, SpanKind::Client);
+        assert_eq!(span.status, Status::Unset);
+        for (key, value) in [
+            ("gen_ai.operation.name", "chat"),
+            ("gen_ai.provider.name", "openai"),
+            ("gen_ai.request.model", "gpt-3.5-turbo"),
+            ("gen_ai.prompt.name", "joke"),
+            ("gen_ai.prompt.version", "1"),
+            ("gen_ai.response.id", result.span_id.as_str()),
+            ("session.id", "conv_1"),
+            ("gen_ai.conversation.id", "conv_1"),
+            ("user.id", "user_1"),
+        ] {
+            assert_eq!(attr_str(span, key), Some(value), "{key}");
+        }
+        assert_eq!(result.usage.total_tokens, 34);
+        assert_eq!(
+            attr_i64(span, "gen_ai.usage.input_tokens"),
+            Some(result.usage.input_tokens as i64)
+        );
+        assert_eq!(
+            attr_i64(span, "gen_ai.usage.output_tokens"),
+            Some(result.usage.output_tokens as i64)
+        );
+        let cost = result.cost.unwrap();
+        assert!(cost > 0.0);
+        assert_eq!(attr(span, "tracia.cost_usd"), Some(&OtelValue::F64(cost)));
+        assert_eq!(
+            attr(span, "gen_ai.response.finish_reasons").map(|v| v.to_string()),
+            Some("[\"stop\"]".to_owned())
+        );
+        assert_eq!(
+            attr(span, "tracia.tags").map(|v| v.to_string()),
+            Some("[\"jokes\"]".to_owned())
+        );
+        assert_eq!(attr_i64(span, "http.response.status_code"), Some(200));
+        // The input the server rendered, and the answer.
+        let input = attr_json(span, "gen_ai.input.messages");
+        assert_eq!(
+            input[0]["parts"][0]["content"],
+            "Tell me a joke about opentelemetry"
+        );
+        let output = attr_json(span, "gen_ai.output.messages");
+        assert_eq!(
+            output[0]["parts"][0]["content"].as_str(),
+            result.text.as_deref()
+        );
+
+        // The server's span of the run is the client span's child, in its trace.
+        let trace_id = tracia_trace_id(span.span_context.trace_id());
+        assert_eq!(result.trace_id, trace_id);
+        let stored = tracia.spans().get(&result.span_id).await.unwrap();
+        assert_eq!(
+            stored.item.parent_span_id,
+            Some(format!("sp_{}", span.span_context.span_id()))
+        );
+        assert_eq!(stored.item.trace_id, Some(trace_id));
+        assert_eq!(stored.session_id.as_deref(), Some("conv_1"));
+        assert_eq!(stored.user_id.as_deref(), Some("user_1"));
+        assert_eq!(stored.item.total_tokens, Some(34));
+    }
+}
+
+/// A run the server refuses (a variable missing) is an error span with the exception
+/// event, a child of the caller's own span.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_run_is_an_error_span_under_the_callers_span() {
+    let (_dir, tracia, _) = collector(None).await;
+    create_joke_prompt(&tracia).await;
+
+    let (exporter, _provider, _subscriber) = in_memory();
+    let handler = tracing::info_span!("handle_request");
+    let run = RunPrompt {
+        model: Some("gpt-3.5-turbo".into()),
+        ..RunPrompt::default()
+    };
+    let e = tracia
+        .prompts()
+        .run("joke", run)
+        .instrument(handler.clone())
+        .await
+        .unwrap_err();
+    drop(handler);
+    assert_eq!(e.code(), ErrorCode::MissingVariables);
+
+    let spans = prompt_runs(&exporter);
+    assert_eq!(spans.len(), 1);
+    let span = &spans[0];
+    let all = exporter.get_finished_spans().unwrap();
+    let handler = all.iter().find(|s| s.name == "handle_request").unwrap();
+    assert_eq!(span.parent_span_id, handler.span_context.span_id());
+    assert_eq!(
+        span.span_context.trace_id(),
+        handler.span_context.trace_id()
+    );
+
+    assert_eq!(span.name, "chat gpt-3.5-turbo");
+    assert!(
+        matches!(span.status, Status::Error { .. }),
+        "{:?}",
+        span.status
+    );
+    assert_eq!(attr_str(span, "error.type"), Some("missing_variables"));
+    assert_eq!(attr_i64(span, "http.response.status_code"), Some(400));
+    assert_eq!(attr_str(span, "gen_ai.prompt.name"), Some("joke"));
+    let exception = span
+        .events
+        .iter()
+        .find(|event| {
+            event
+                .attributes
+                .iter()
+                .any(|kv| kv.key.as_str() == "exception.type")
+        })
+        .expect("an exception event");
+    let exception_attr = |key: &str| {
+        exception
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    };
+    assert_eq!(
+        exception_attr("exception.type").as_deref(),
+        Some("MISSING_VARIABLES")
+    );
+    assert!(
+        exception_attr("exception.message")
+            .unwrap()
+            .contains("Missing required variables: topic")
+    );
+    // Nothing to count: no usage, no cost.
+    assert_eq!(attr(span, "gen_ai.usage.input_tokens"), None);
+    assert_eq!(attr(span, "tracia.cost_usd"), None);
+}
+
+/// The collector stores a run with its tokens and cost; the client span of the same run,
+/// exported by OTLP and by the Tracia exporter, adds neither to the trace and session
+/// totals (the Tracia exporter does not upload it; OTLP stores it as an APP span).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prompt_run_is_counted_once_whichever_way_its_client_span_is_exported() {
+    let fake = FakeProvider::start().await;
+    fake.enqueue_fixture("openai/chat-1");
+    let (_dir, tracia, base) = collector(Some(support::client(&fake))).await;
+    create_joke_prompt(&tracia).await;
+
+    support::keep_callsite_interest_shared();
+    let guard = tracia::telemetry::builder()
+        .with_service_name("tracia-tests")
+        .with_scheduled_delay(Duration::from_millis(50))
+        .with_filter("info")
+        .with_otlp_traces_endpoint(format!("{base}/v1/traces"))
+        .with_tracia_base_url(&base)
+        .with_tracia_api_key("tr_test_key")
+        .build()
+        .unwrap();
+    let subscriber = support::install(&guard);
+    let session = tracia.create_session().with_session_id("conv_2");
+    let result = session.prompts_run("joke", joke_run()).await.unwrap();
+    guard.flush().await;
+    drop(subscriber);
+
+    let tracia_stats = guard
+        .stats()
+        .into_iter()
+        .find(|s| s.exporter == "tracia")
+        .unwrap();
+    assert_eq!(
+        (tracia_stats.delivered, tracia_stats.failed),
+        (0, 0),
+        "no span uploaded: {tracia_stats:?}"
+    );
+    let otlp_stats = guard
+        .stats()
+        .into_iter()
+        .find(|s| s.exporter == "otlp")
+        .unwrap();
+    assert!(otlp_stats.delivered >= 1, "{otlp_stats:?}");
+
+    let base = &base;
+    let ui = |path: String| async move {
+        reqwest::get(format!("{base}{path}"))
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let trace = ui(format!("/api/ui/traces/{}", result.trace_id)).await;
+    let spans = trace["spans"].as_array().unwrap();
+    let kinds: Vec<&str> = spans.iter().map(|s| s["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.len(), 2, "the client span and the run: {kinds:?}");
+    let client = spans
+        .iter()
+        .find(|s| s["spanId"] != result.span_id)
+        .unwrap();
+    assert_eq!(client["kind"], "APP");
+    assert_eq!(client["attributes"]["tracia.prompt.run"], true);
+    assert_eq!(
+        client["attributes"]["gen_ai.usage.input_tokens"],
+        result.usage.input_tokens
+    );
+
+    let usage = (
+        result.usage.input_tokens,
+        result.usage.output_tokens,
+        result.cost,
+    );
+    let session = ui("/api/ui/sessions/conv_2".into()).await;
+    let row = &session["traces"][0];
+    assert_eq!(row["traceId"], result.trace_id.as_str());
+    assert_eq!(
+        (row["spanCount"].as_i64(), row["llmCount"].as_i64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(
+        (
+            row["inputTokens"].as_u64().unwrap(),
+            row["outputTokens"].as_u64().unwrap(),
+            row["costUsd"].as_f64()
+        ),
+        usage
+    );
+    let sessions = ui("/api/ui/sessions".into()).await;
+    let summary = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["sessionId"] == "conv_2")
+        .unwrap();
+    assert_eq!(
+        (
+            summary["inputTokens"].as_u64().unwrap(),
+            summary["outputTokens"].as_u64().unwrap(),
+            summary["costUsd"].as_f64()
+        ),
+        usage
+    );
 }

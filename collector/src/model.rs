@@ -294,7 +294,12 @@ impl SpanRecord {
 
     /// A span received by OTLP; `None` when its trace or span id is invalid (all zero
     /// or the wrong length). GenAI spans are mapped as the SDK's Tracia exporter maps
-    /// them ([`tracia::span_payload`]), so both ways in give the same columns.
+    /// them ([`tracia::span_payload`]), so both ways in give the same columns. The
+    /// client span of a `prompts.run` (`tracia.prompt.run = true`) is not: the server
+    /// that ran the prompt stored the run with its tokens and cost (this collector, as
+    /// an LLM span that is the client span's child), so the client span is kept as an
+    /// `APP` span, its attributes as JSON, and trace and session totals count the run
+    /// once.
     pub fn from_otlp(span: &Span, resource: &[ProtoKeyValue]) -> Option<Self> {
         let data = span_data(span)?;
         let service_name = resource
