@@ -351,7 +351,7 @@ impl CallSpan {
     /// server recorded the run (tokens and cost) itself; model and provider only when
     /// the caller overrides the model, since neither request nor answer name them else.
     pub fn start_prompt_run(start: PromptRunStart<'_>, settings: SpanSettings) -> Self {
-        let span = new_span!(chat_span, true, start.placement);
+        let (span, started) = Started::around(|| new_span!(chat_span, true, start.placement));
         let provider = start.model.and_then(|m| Provider::resolve(m, None).ok());
         match (start.model, provider) {
             (Some(model), Some(provider)) => record_target(
@@ -383,7 +383,7 @@ impl CallSpan {
                 span.record("tracia.variables", vars);
             }
         }
-        Self::place(span, start.placement, settings)
+        Self::place(span, started, start.placement, settings)
     }
 
     /// Records what a prompt run's answer adds before its response: the version that
