@@ -427,7 +427,7 @@ impl CallSpan {
         span.record("otel.status_description", error.to_string());
         span.record("error.type", error.otel_error_type());
         span.add_event(
-            "gen_ai.client.operation.exception",
+            "exception",
             vec![
                 KeyValue::new("exception.type", error.code().as_str()),
                 KeyValue::new("exception.message", error.to_string()),

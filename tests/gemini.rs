@@ -96,7 +96,7 @@ fn assert_gemini_error_span(span: &ReceivedSpan, error: &tracia::Error, error_ty
     assert_eq!(span.status_message, error.to_string());
     assert_eq!(span.attr_str("error.type"), Some(error_type));
     assert_eq!(span.attr_str("gen_ai.provider.name"), Some("gcp.gemini"));
-    assert!(span.event("gen_ai.client.operation.exception").is_some());
+    assert!(span.event("exception").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -234,9 +234,7 @@ async fn provider_failure_is_an_error_span_in_both_backends() {
     assert!(chat.is_error());
     assert_eq!(chat.status_message, err.to_string());
     assert_eq!(chat.attr_str("error.type"), Some("500"));
-    let event = chat
-        .event("gen_ai.client.operation.exception")
-        .expect("exception event");
+    let event = chat.event("exception").expect("exception event");
     assert!(event.attributes.contains_key("exception.message"));
     assert!(!chat.has_attr("gen_ai.output.messages"));
 

@@ -81,7 +81,7 @@ fn assert_error_span(spans: &[ReceivedSpan], tag: &str, error: &Error, error_typ
     assert_eq!(span.status_message, error.to_string(), "{tag}");
     assert_eq!(span.attr_str("error.type"), Some(error_type), "{tag}");
     assert!(
-        span.event("gen_ai.client.operation.exception").is_some(),
+        span.event("exception").is_some(),
         "{tag}: an exception event"
     );
 }
