@@ -15,6 +15,52 @@ use crate::run::{RunLocal, RunResult};
 use crate::span::Placement;
 use crate::stream::RunStream;
 
+/// Where a new session starts, for [`Tracia::create_session_with`]: the Python SDK's
+/// `create_session(trace_id?, parent_span_id?)`. Ids take every form a call's own do
+/// (see [`crate::ids`]); they are checked when the session is created.
+///
+/// - neither: the first call joins the ambient trace if there is one, else starts one;
+/// - `trace_id` only: the first call is a root span of that trace;
+/// - `parent_span_id` only: the first call is that span's child, in the current span's
+///   trace when there is one, else in the trace named by the parent's own id (Tracia
+///   inherits the parent's trace, which only its server knows; this is the trace
+///   `trace_id(parent)` names, so a chain started from a result's `span_id` stays one
+///   trace);
+/// - both: the first call is the parent's child in that trace.
+///
+/// ```
+/// # fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+/// use tracia::SessionOptions;
+/// let session = tracia.create_session_with(SessionOptions::new().parent_span_id("sp_00f067aa0ba902b7"))?;
+/// assert_eq!(session.trace_id().as_deref(), Some("sp_00f067aa0ba902b7"));
+/// assert_eq!(session.last_span_id().as_deref(), Some("sp_00f067aa0ba902b7"));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    pub(crate) trace_id: Option<String>,
+    pub(crate) parent_span_id: Option<String>,
+}
+
+impl SessionOptions {
+    /// No trace and no parent yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The trace the session's calls join.
+    pub fn trace_id(mut self, id: impl Into<String>) -> Self {
+        self.trace_id = Some(id.into());
+        self
+    }
+
+    /// The parent of the session's first call.
+    pub fn parent_span_id(mut self, id: impl Into<String>) -> Self {
+        self.parent_span_id = Some(id.into());
+        self
+    }
+}
+
 /// Calls chained into one trace: each call's parent is the previous call's span.
 ///
 /// The first call of a fresh session joins the ambient trace (a user's
