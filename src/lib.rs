@@ -88,7 +88,8 @@
 //!
 //! [`RunResult::span_id`] is the exported OpenTelemetry span id in Tracia form
 //! (`sp_` + 16 hex); [`RunResult::trace_id`] is the trace id as `tr_` + 16 hex when its
-//! upper half is zero (ids made by [`TraciaIdGenerator`]) and `tr_` + 32 hex otherwise.
+//! upper half is zero (ids made by [`TraciaIdGenerator`]), `sp_` + 16 hex for a span id
+//! used as a trace id (below), and `tr_` + 32 hex otherwise.
 //! A caller's `span_id` is honoured when the provider uses [`TraciaIdGenerator`]
 //! (as [`telemetry`] sets up). [`ids`] converts between these forms and the W3C hex
 //! ids that OpenTelemetry backends show.

@@ -11,7 +11,7 @@ use futures::StreamExt as _;
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use support::{FakeProvider, OtlpReceiver, Reply, client, client_with, install, pipeline_with};
-use tracia::{Error, ErrorCode, RunLocal, SessionOptions, Tracia, TraciaIdGenerator, ids};
+use tracia::{Error, ErrorCode, RunLocal, SessionOptions, TraciaIdGenerator, ids};
 use tracing::Instrument as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
