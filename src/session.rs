@@ -21,11 +21,11 @@ use crate::stream::RunStream;
 ///
 /// - neither: the first call joins the ambient trace if there is one, else starts one;
 /// - `trace_id` only: the first call is a root span of that trace;
-/// - `parent_span_id` only: the first call is that span's child, in the current span's
-///   trace when there is one, else in the trace named by the parent's own id (Tracia
-///   inherits the parent's trace, which only its server knows; this is the trace
-///   `trace_id(parent)` names, so a chain started from a result's `span_id` stays one
-///   trace);
+/// - `parent_span_id` only: the first call is that span's child, in the trace of the
+///   span current when the session is created, else in the trace the parent's own id
+///   names (as a call's `trace_id(parent)` would). Tracia inherits the parent's real
+///   trace, which only its server knows; this is the closest a client can do, and it
+///   keeps every chain started from one result's `span_id` in one trace;
 /// - both: the first call is the parent's child in that trace.
 ///
 /// ```

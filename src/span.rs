@@ -66,7 +66,7 @@ impl Placement {
 
 /// The trace a parent span without a trace id is placed in: the ambient span's trace,
 /// else the one its own id names.
-pub(crate) fn parent_trace(parent: SpanId) -> TraceId {
+fn parent_trace(parent: SpanId) -> TraceId {
     let ambient = opentelemetry::Context::current();
     let ambient = ambient.span();
     let ambient = ambient.span_context();
