@@ -25,7 +25,7 @@ use crate::pricing;
 use crate::provider::Provider;
 use crate::run::{RunLocal, RunResult, assistant_message};
 use crate::semconv::SemconvMode;
-use crate::session::Session;
+use crate::session::{Session, SessionOptions};
 use crate::span::{CallSpan, Placement, SpanSettings, SpanStart};
 use crate::stream::RunStream;
 use crate::transport;
@@ -487,7 +487,8 @@ impl Tracia {
     }
 
     /// A session continuing an existing trace, e.g. from a previous HTTP request, with
-    /// the next call the child of `parent_span_id` when given.
+    /// the next call the child of `parent_span_id` when given. The same as
+    /// [`Tracia::create_session_with`] with both ids.
     ///
     /// ```
     /// # fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
@@ -500,9 +501,36 @@ impl Tracia {
         trace_id: &str,
         parent_span_id: Option<&str>,
     ) -> Result<Session> {
-        let trace = ids::parse_trace_id(trace_id)?;
-        let parent = parent_span_id.map(ids::parse_span_id).transpose()?;
-        Ok(Session::new(self.clone(), Some(trace), parent))
+        let mut options = SessionOptions::new().trace_id(trace_id);
+        options.parent_span_id = parent_span_id.map(str::to_owned);
+        self.create_session_with(options)
+    }
+
+    /// A session starting where `options` say (a trace, a parent span, both or
+    /// neither; see [`SessionOptions`]). A malformed id fails with `INVALID_REQUEST`
+    /// naming it.
+    ///
+    /// ```
+    /// # fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+    /// use tracia::SessionOptions;
+    /// let session = tracia.create_session_with(SessionOptions::new().trace_id("tr_0123456789abcdef"))?;
+    /// assert_eq!(session.trace_id().as_deref(), Some("tr_0123456789abcdef"));
+    /// assert_eq!(session.last_span_id(), None);
+    /// let err = tracia.create_session_with(SessionOptions::new().parent_span_id("span-1")).unwrap_err();
+    /// assert!(err.is_invalid_request() && err.message().contains("span-1"));
+    /// # Ok(()) }
+    /// ```
+    pub fn create_session_with(&self, options: SessionOptions) -> Result<Session> {
+        let placement = Placement::default().with_ids(
+            None,
+            options.trace_id.as_deref(),
+            options.parent_span_id.as_deref(),
+        )?;
+        Ok(Session::new(
+            self.clone(),
+            placement.trace_id,
+            placement.parent_span_id,
+        ))
     }
 
     /// Waits until every span ended so far has been exported by the pipeline that

@@ -1,8 +1,27 @@
-//! Span and trace ids in Tracia form, mapped losslessly onto OpenTelemetry ids.
+//! Span and trace ids in Tracia form, mapped losslessly onto OpenTelemetry (W3C) ids.
 //!
-//! A Tracia span id `sp_` + 16 hex *is* the OTel span id. Tracia trace ids are 8 bytes
-//! (`tr_` + 16 hex); an OTel trace id whose upper 8 bytes are zero shows in that form,
-//! any other one as `tr_` + 32 hex. Both forms parse back to the same OTel id.
+//! | Tracia form | OpenTelemetry id |
+//! |---|---|
+//! | span id `sp_` + 16 hex (legacy `tr_` + 16 hex accepted) | the span id, as is |
+//! | trace id `tr_` + 16 hex | the trace id with its upper 8 bytes zero |
+//! | trace id `tr_` + 32 hex, or a bare 32-hex W3C id | the trace id, as is |
+//! | trace id `sp_` + 16 hex (a span id used as a trace id) | [`SPAN_TRACE_MARKER`] then the span id's 8 bytes |
+//!
+//! Each trace id is shown in exactly one form: upper half zero → `tr_` + 16 hex, upper
+//! half [`SPAN_TRACE_MARKER`] → `sp_` + 16 hex, anything else → `tr_` + 32 hex; every
+//! form parses back to the same id. The `sp_` row is what Tracia's manual linking asks
+//! for (`trace_id=result1.span_id`): that trace id shows as the same `sp_…` string on
+//! the result, the session and the Tracia payload. The fixed marker keeps it apart from
+//! `tr_` + 16 hex ids (upper half zero) and, but for a 2⁻⁶⁴ chance, from random W3C ids.
+//!
+//! ```
+//! use tracia::ids;
+//! assert_eq!(ids::to_w3c_trace_id("tr_00f067aa0ba902b7")?, "000000000000000000f067aa0ba902b7");
+//! assert_eq!(ids::to_w3c_trace_id("sp_00f067aa0ba902b7")?, "73705f747261636500f067aa0ba902b7");
+//! assert_eq!(ids::from_w3c_trace_id("73705f747261636500f067aa0ba902b7")?, "sp_00f067aa0ba902b7");
+//! assert_eq!(ids::to_w3c_span_id("sp_00f067aa0ba902b7")?, "00f067aa0ba902b7");
+//! # Ok::<(), tracia::Error>(())
+//! ```
 
 use std::cell::Cell;
 
@@ -11,16 +30,40 @@ use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 
 use crate::error::{Error, Result};
 
-/// Formats an OTel span id as a Tracia span id (`sp_` + 16 hex).
-pub(crate) fn format_span_id(id: SpanId) -> String {
+/// The upper 8 bytes of the trace id an `sp_` id maps to: ASCII `sp_trace`
+/// (`73705f7472616365`), so the W3C form says where it came from.
+///
+/// ```
+/// assert_eq!(&tracia::ids::SPAN_TRACE_MARKER, b"sp_trace");
+/// ```
+pub const SPAN_TRACE_MARKER: [u8; 8] = *b"sp_trace";
+
+/// Formats an OpenTelemetry span id in Tracia form (`sp_` + 16 hex).
+///
+/// ```
+/// use tracia::opentelemetry::trace::SpanId;
+/// assert_eq!(tracia::ids::format_span_id(SpanId::from(0xff)), "sp_00000000000000ff");
+/// ```
+pub fn format_span_id(id: SpanId) -> String {
     format!("sp_{id}")
 }
 
-/// Formats an OTel trace id as a Tracia trace id (`tr_` + 16 or 32 hex).
-pub(crate) fn format_trace_id(id: TraceId) -> String {
+/// Formats an OpenTelemetry trace id in Tracia form: `tr_` + 16 hex when its upper half
+/// is zero, `sp_` + 16 hex when it is [`SPAN_TRACE_MARKER`], else `tr_` + 32 hex.
+///
+/// ```
+/// use tracia::opentelemetry::trace::TraceId;
+/// assert_eq!(tracia::ids::format_trace_id(TraceId::from(0xff)), "tr_00000000000000ff");
+/// let w3c = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+/// assert_eq!(tracia::ids::format_trace_id(w3c), "tr_4bf92f3577b34da6a3ce929d0e0e4736");
+/// ```
+pub fn format_trace_id(id: TraceId) -> String {
     let bytes = id.to_bytes();
-    if bytes[..8] == [0; 8] {
-        format!("tr_{}", hex(&bytes[8..]))
+    let (upper, lower) = bytes.split_at(8);
+    if upper == [0; 8] {
+        format!("tr_{}", hex(lower))
+    } else if upper == SPAN_TRACE_MARKER && lower != [0; 8] {
+        format!("sp_{}", hex(lower))
     } else {
         format!("tr_{id}")
     }
@@ -36,8 +79,16 @@ fn parse_hex(text: &str) -> Option<u128> {
         .flatten()
 }
 
-/// Parses a caller-supplied span id: `sp_` or legacy `tr_` + 16 hex, any case.
-pub(crate) fn parse_span_id(text: &str) -> Result<SpanId> {
+/// Parses a span id: `sp_` or the legacy `tr_` + 16 hex, any case. Anything else is an
+/// `INVALID_REQUEST` error naming it.
+///
+/// ```
+/// let id = tracia::ids::parse_span_id("sp_00F067AA0BA902B7")?;
+/// assert_eq!(id.to_string(), "00f067aa0ba902b7");
+/// assert!(tracia::ids::parse_span_id("00f067aa0ba902b7").unwrap_err().is_invalid_request());
+/// # Ok::<(), tracia::Error>(())
+/// ```
+pub fn parse_span_id(text: &str) -> Result<SpanId> {
     let digits = text
         .strip_prefix("sp_")
         .or_else(|| text.strip_prefix("tr_"))
@@ -53,8 +104,23 @@ pub(crate) fn parse_span_id(text: &str) -> Result<SpanId> {
         })
 }
 
-/// Parses a trace id: `tr_` + 16 or 32 hex, or a bare 32-hex W3C trace id.
-pub(crate) fn parse_trace_id(text: &str) -> Result<TraceId> {
+/// Parses a trace id: `tr_` + 16 or 32 hex, a bare 32-hex W3C trace id, or a span id
+/// `sp_` + 16 hex (see the module docs), any case. Anything else is an
+/// `INVALID_REQUEST` error naming it.
+///
+/// ```
+/// let id = tracia::ids::parse_trace_id("tr_4bf92f3577b34da6a3ce929d0e0e4736")?;
+/// assert_eq!(id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+/// let err = tracia::ids::parse_trace_id("trace-1").unwrap_err();
+/// assert!(err.is_invalid_request() && err.message().contains("trace-1"));
+/// # Ok::<(), tracia::Error>(())
+/// ```
+pub fn parse_trace_id(text: &str) -> Result<TraceId> {
+    if text.starts_with("sp_") {
+        return parse_span_id(text)
+            .map(trace_of_span)
+            .map_err(|_| invalid_trace_id(text));
+    }
     let digits = text.strip_prefix("tr_").unwrap_or(text);
     let ok_len = digits.len() == 32 || (digits.len() == 16 && text.starts_with("tr_"));
     ok_len
@@ -62,9 +128,83 @@ pub(crate) fn parse_trace_id(text: &str) -> Result<TraceId> {
         .flatten()
         .map(|v| TraceId::from_bytes(v.to_be_bytes()))
         .filter(|id| *id != TraceId::INVALID)
+        .ok_or_else(|| invalid_trace_id(text))
+}
+
+fn invalid_trace_id(text: &str) -> Error {
+    Error::invalid(format!(
+        "Invalid trace_id format: {text}. Expected tr_ + 16 or 32 hex characters, a 32-hex W3C trace id, or a span id sp_ + 16 hex"
+    ))
+}
+
+/// The trace id whose Tracia form is the span id's own `sp_…` string.
+pub(crate) fn trace_of_span(span: SpanId) -> TraceId {
+    let mut bytes = [0; 16];
+    bytes[..8].copy_from_slice(&SPAN_TRACE_MARKER);
+    bytes[8..].copy_from_slice(&span.to_bytes());
+    TraceId::from_bytes(bytes)
+}
+
+/// A trace id in any form [`parse_trace_id`] accepts, as the 32-hex W3C trace id
+/// that OpenTelemetry backends (Jaeger, Tempo) show and search by.
+///
+/// ```
+/// assert_eq!(tracia::ids::to_w3c_trace_id("tr_00f067aa0ba902b7")?, "000000000000000000f067aa0ba902b7");
+/// assert!(tracia::ids::to_w3c_trace_id("tr_xyz").unwrap_err().message().contains("tr_xyz"));
+/// # Ok::<(), tracia::Error>(())
+/// ```
+pub fn to_w3c_trace_id(text: &str) -> Result<String> {
+    parse_trace_id(text).map(|id| id.to_string())
+}
+
+/// A span id in any form [`parse_span_id`] accepts, as the 16-hex W3C span id.
+///
+/// ```
+/// assert_eq!(tracia::ids::to_w3c_span_id("sp_00f067aa0ba902b7")?, "00f067aa0ba902b7");
+/// # Ok::<(), tracia::Error>(())
+/// ```
+pub fn to_w3c_span_id(text: &str) -> Result<String> {
+    parse_span_id(text).map(|id| id.to_string())
+}
+
+/// A 32-hex W3C trace id (any case) in Tracia form, as results and Tracia show it.
+///
+/// ```
+/// assert_eq!(tracia::ids::from_w3c_trace_id("000000000000000000f067aa0ba902b7")?, "tr_00f067aa0ba902b7");
+/// assert_eq!(
+///     tracia::ids::from_w3c_trace_id("4BF92F3577B34DA6A3CE929D0E0E4736")?,
+///     "tr_4bf92f3577b34da6a3ce929d0e0e4736"
+/// );
+/// # Ok::<(), tracia::Error>(())
+/// ```
+pub fn from_w3c_trace_id(hex: &str) -> Result<String> {
+    Some(hex)
+        .filter(|h| h.len() == 32)
+        .and_then(parse_hex)
+        .filter(|v| *v != 0)
+        .map(|v| format_trace_id(TraceId::from_bytes(v.to_be_bytes())))
         .ok_or_else(|| {
             Error::invalid(format!(
-                "Invalid trace_id format: {text}. Expected tr_ + 16 or 32 hex characters, or a 32-hex W3C trace id"
+                "Invalid W3C trace id: {hex}. Expected 32 hex characters, not all zero"
+            ))
+        })
+}
+
+/// A 16-hex W3C span id (any case) in Tracia form (`sp_` + 16 hex).
+///
+/// ```
+/// assert_eq!(tracia::ids::from_w3c_span_id("00F067AA0BA902B7")?, "sp_00f067aa0ba902b7");
+/// # Ok::<(), tracia::Error>(())
+/// ```
+pub fn from_w3c_span_id(hex: &str) -> Result<String> {
+    Some(hex)
+        .filter(|h| h.len() == 16)
+        .and_then(parse_hex)
+        .filter(|v| *v != 0)
+        .map(|v| format_span_id(SpanId::from_bytes((v as u64).to_be_bytes())))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "Invalid W3C span id: {hex}. Expected 16 hex characters, not all zero"
             ))
         })
 }
@@ -168,7 +308,52 @@ mod tests {
         assert_eq!(format_trace_id(long), format!("tr_{w3c}"));
         assert_eq!(parse_trace_id(&format_trace_id(long)).unwrap(), long);
         assert!(parse_trace_id("0123456789abcdef").is_err());
+        assert!(parse_trace_id("sp_0000000000000000").is_err());
         assert!(format_trace_id(random_trace_id()).len() == 19);
+    }
+
+    #[test]
+    fn a_span_id_as_trace_id_keeps_its_form_and_collides_with_no_other_form() {
+        let seeded = parse_trace_id("sp_00F067AA0BA902B7").unwrap();
+        assert_eq!(format_trace_id(seeded), "sp_00f067aa0ba902b7");
+        assert_eq!(parse_trace_id(&format_trace_id(seeded)).unwrap(), seeded);
+        let short = parse_trace_id("tr_00f067aa0ba902b7").unwrap();
+        assert_ne!(seeded, short, "the marker keeps it apart from tr_ + 16 hex");
+        let w3c = seeded.to_string();
+        assert!(w3c.starts_with("73705f7472616365"), "{w3c}");
+        assert_eq!(parse_trace_id(&w3c).unwrap(), seeded);
+        assert_eq!(parse_trace_id(&format!("tr_{w3c}")).unwrap(), seeded);
+        // The marker with a zero lower half is no span id: it keeps the 32-hex form.
+        let marker_only =
+            TraceId::from_bytes([SPAN_TRACE_MARKER, [0; 8]].concat().try_into().unwrap());
+        let shown = format_trace_id(marker_only);
+        assert_eq!(shown, "tr_73705f74726163650000000000000000");
+        assert_eq!(parse_trace_id(&shown).unwrap(), marker_only);
+    }
+
+    #[test]
+    fn w3c_helpers_reject_bad_input_by_name() {
+        for bad in [
+            "",
+            "xyz",
+            "sp_123",
+            "tr_00000000000000000",
+            "0000000000000000",
+        ] {
+            let e = to_w3c_trace_id(bad).unwrap_err();
+            assert!(e.is_invalid_request() && e.message().contains(bad), "{e}");
+            let e = to_w3c_span_id(bad).unwrap_err();
+            assert!(e.is_invalid_request() && e.message().contains(bad), "{e}");
+        }
+        assert!(from_w3c_trace_id(&"0".repeat(32)).is_err());
+        assert!(from_w3c_trace_id("tr_4bf92f3577b34da6a3ce929d0e0e47").is_err());
+        assert!(from_w3c_span_id("sp_00f067aa0ba902").is_err());
+        assert!(from_w3c_span_id(&"0".repeat(16)).is_err());
+        let w3c = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(
+            to_w3c_trace_id(&from_w3c_trace_id(w3c).unwrap()).unwrap(),
+            w3c
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! - [`Tracia::run_embedding`]: embeddings (OpenAI, Gemini, Bedrock Titan and Cohere,
 //!   Voyage).
 //! - [`Tracia::run_responses`] / [`Tracia::run_responses_stream`]: OpenAI's Responses API.
-//! - [`Tracia::create_session`]: calls chained into one trace.
+//! - [`Tracia::create_session`] / [`Tracia::create_session_with`]: calls chained into
+//!   one trace, from a fresh start, a known trace or a known parent span.
 //!
 //! ```no_run
 //! use tracia::{RunLocal, Tracia};
@@ -87,9 +88,46 @@
 //!
 //! [`RunResult::span_id`] is the exported OpenTelemetry span id in Tracia form
 //! (`sp_` + 16 hex); [`RunResult::trace_id`] is the trace id as `tr_` + 16 hex when its
-//! upper half is zero (ids made by [`TraciaIdGenerator`]) and `tr_` + 32 hex otherwise.
+//! upper half is zero (ids made by [`TraciaIdGenerator`]), `sp_` + 16 hex for a span id
+//! used as a trace id (below), and `tr_` + 32 hex otherwise.
 //! A caller's `span_id` is honoured when the provider uses [`TraciaIdGenerator`]
-//! (as [`telemetry`] sets up).
+//! (as [`telemetry`] sets up). [`ids`] converts between these forms and the W3C hex
+//! ids that OpenTelemetry backends show.
+//!
+//! Tracia's manual linking works as written: a span id given as a call's `trace_id`
+//! names a trace (mapped losslessly, see [`ids`]) that shows back in that same `sp_…`
+//! form, and a `parent_span_id` without a `trace_id` joins the current span's trace,
+//! else that same trace of the parent's id.
+//!
+//! ```no_run
+//! # async fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+//! use tracia::RunLocal;
+//! let first = tracia.run_local(RunLocal::new("gpt-4o").user("Plan it")).await?;
+//! let second = tracia
+//!     .run_local(RunLocal::new("gpt-4o").user("Do it")
+//!         .trace_id(&first.span_id).parent_span_id(&first.span_id))
+//!     .await?;
+//! assert_eq!(second.trace_id, first.span_id);
+//! # Ok(()) }
+//! ```
+//!
+//! Your own spans' ids are read through the re-exported [`opentelemetry`] and
+//! [`tracing_opentelemetry`] crates (the versions this SDK uses):
+//!
+//! ```
+//! use tracia::opentelemetry::trace::TraceContextExt as _;
+//! use tracia::tracing_opentelemetry::OpenTelemetrySpanExt as _;
+//! use tracing_subscriber::layer::SubscriberExt as _;
+//! # fn main() -> Result<(), tracia::Error> {
+//! let telemetry = tracia::telemetry::builder().without_otlp().without_tracia().build()?;
+//! let subscriber = tracing_subscriber::registry().with(telemetry.layer());
+//! tracing::subscriber::with_default(subscriber, || {
+//!     let span = tracing::info_span!("handle_request");
+//!     let trace_id = span.context().span().span_context().trace_id();
+//!     assert!(tracia::ids::format_trace_id(trace_id).starts_with("tr_"));
+//! });
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
 
 mod anthropic;
@@ -106,7 +144,7 @@ mod export;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gemini;
-mod ids;
+pub mod ids;
 mod message;
 mod openai;
 mod openai_responses;
@@ -132,6 +170,13 @@ mod usage;
 mod variables;
 mod voyage;
 
+/// The OpenTelemetry API crate, at the version this SDK is built on: read your own
+/// spans' ids and context without pinning its version by hand.
+pub use opentelemetry;
+/// The `tracing` ⇄ OpenTelemetry bridge this SDK uses (`OpenTelemetrySpanExt` gives a
+/// `tracing::Span`'s OpenTelemetry context).
+pub use tracing_opentelemetry;
+
 pub use aws::AwsCredentials;
 pub use client::{Tracia, TraciaBuilder};
 pub use embedding::{Embedding, EmbeddingResult, InputType, RunEmbedding};
@@ -151,7 +196,7 @@ pub use rest::{
 };
 pub use run::{FinishReason, RunLocal, RunResult};
 pub use semconv::SemconvMode;
-pub use session::Session;
+pub use session::{Session, SessionOptions};
 pub use stream::{AbortHandle, RunStream};
 pub use telemetry::{TelemetryBuilder, TelemetryGuard};
 pub use tracia_exporter::{TraciaExporter, TraciaExporterBuilder, span_payload};

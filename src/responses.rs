@@ -200,12 +200,14 @@ impl RunResponses {
         self.with(|c| c.span_id(id))
     }
 
-    /// The trace to join (`tr_` + 16 or 32 hex, or a W3C trace id).
+    /// The trace to join (`tr_` + 16 or 32 hex, a W3C trace id, or a span id
+    /// `sp_` + 16 hex naming a trace, as Tracia's manual linking does; see [`crate::ids`]).
     pub fn trace_id(self, id: impl Into<String>) -> Self {
         self.with(|c| c.trace_id(id))
     }
 
-    /// The parent span (`sp_` + 16 hex); its trace is joined.
+    /// The parent span (`sp_` + 16 hex). Without a `trace_id`, the span joins the
+    /// current span's trace, else the trace the parent's own id names.
     pub fn parent_span_id(self, id: impl Into<String>) -> Self {
         self.with(|c| c.parent_span_id(id))
     }
@@ -303,7 +305,8 @@ pub struct ResponsesResult {
     pub text: String,
     /// The span of the call, `sp_` + 16 hex.
     pub span_id: String,
-    /// The trace of the call, `tr_` + 16 or 32 hex.
+    /// The trace of the call, `tr_` + 16 or 32 hex (`sp_` + 16 hex when a span id named
+    /// it); see [`crate::ids`].
     pub trace_id: String,
     /// The call's duration, the same as its span's: from the call's start to the last
     /// byte of the answer (for a stream, to its last event or its abort).

@@ -70,13 +70,15 @@ macro_rules! call_option_setters {
             self
         }
 
-        /// The trace to join (`tr_` + 16 or 32 hex, or a W3C trace id).
+        /// The trace to join (`tr_` + 16 or 32 hex, a W3C trace id, or a span id
+        /// `sp_` + 16 hex naming a trace, as Tracia's manual linking does; see [`crate::ids`]).
         pub fn trace_id(mut self, id: impl Into<String>) -> Self {
             self.trace_id = Some(id.into());
             self
         }
 
-        /// The parent span (`sp_` + 16 hex); its trace is joined.
+        /// The parent span (`sp_` + 16 hex). Without a `trace_id`, the span joins the
+        /// current span's trace, else the trace the parent's own id names.
         pub fn parent_span_id(mut self, id: impl Into<String>) -> Self {
             self.parent_span_id = Some(id.into());
             self
@@ -313,7 +315,8 @@ pub struct RunResult {
     pub text: String,
     /// The span of the call, `sp_` + 16 hex: the exported OpenTelemetry span id.
     pub span_id: String,
-    /// The trace of the call, `tr_` + 16 or 32 hex: the exported OpenTelemetry trace id.
+    /// The trace of the call, `tr_` + 16 or 32 hex (`sp_` + 16 hex when a span id named
+    /// it): the exported OpenTelemetry trace id, in the form of [`crate::ids`].
     pub trace_id: String,
     /// The call's duration, the same as its span's: from the call's start to the last
     /// byte of the answer (for a stream, to its last event or its abort).

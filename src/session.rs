@@ -15,6 +15,52 @@ use crate::run::{RunLocal, RunResult};
 use crate::span::Placement;
 use crate::stream::RunStream;
 
+/// Where a new session starts, for [`Tracia::create_session_with`]: the Python SDK's
+/// `create_session(trace_id?, parent_span_id?)`. Ids take every form a call's own do
+/// (see [`crate::ids`]); they are checked when the session is created.
+///
+/// - neither: the first call joins the ambient trace if there is one, else starts one;
+/// - `trace_id` only: the first call is a root span of that trace;
+/// - `parent_span_id` only: the first call is that span's child, in the trace of the
+///   span current when the session is created, else in the trace the parent's own id
+///   names (as a call's `trace_id(parent)` would). Tracia inherits the parent's real
+///   trace, which only its server knows; this is the closest a client can do, and it
+///   keeps every chain started from one result's `span_id` in one trace;
+/// - both: the first call is the parent's child in that trace.
+///
+/// ```
+/// # fn demo(tracia: tracia::Tracia) -> Result<(), tracia::Error> {
+/// use tracia::SessionOptions;
+/// let session = tracia.create_session_with(SessionOptions::new().parent_span_id("sp_00f067aa0ba902b7"))?;
+/// assert_eq!(session.trace_id().as_deref(), Some("sp_00f067aa0ba902b7"));
+/// assert_eq!(session.last_span_id().as_deref(), Some("sp_00f067aa0ba902b7"));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    pub(crate) trace_id: Option<String>,
+    pub(crate) parent_span_id: Option<String>,
+}
+
+impl SessionOptions {
+    /// No trace and no parent yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The trace the session's calls join.
+    pub fn trace_id(mut self, id: impl Into<String>) -> Self {
+        self.trace_id = Some(id.into());
+        self
+    }
+
+    /// The parent of the session's first call.
+    pub fn parent_span_id(mut self, id: impl Into<String>) -> Self {
+        self.parent_span_id = Some(id.into());
+        self
+    }
+}
+
 /// Calls chained into one trace: each call's parent is the previous call's span.
 ///
 /// The first call of a fresh session joins the ambient trace (a user's

@@ -40,8 +40,11 @@ impl Placement {
         self.trace_id.is_some() || self.parent_span_id.is_some()
     }
 
-    /// Adds a call's own ids (they win over a session's), checking their format and
-    /// that a parent can be placed in a trace.
+    /// Adds a call's own ids (they win over a session's), checking their format.
+    ///
+    /// A parent without a trace joins the ambient trace when there is one (as Tracia's
+    /// "the trace id is inherited from the parent span", whose real trace is unknown
+    /// here), else the trace named by the parent's own id ([`ids::trace_of_span`]).
     pub fn with_ids(
         mut self,
         span_id: Option<&str>,
@@ -57,16 +60,23 @@ impl Placement {
         if let Some(id) = parent_span_id {
             self.parent_span_id = Some(ids::parse_span_id(id)?);
         }
-        let ambient_trace = opentelemetry::Context::current()
-            .span()
-            .span_context()
-            .is_valid();
-        if self.parent_span_id.is_some() && self.trace_id.is_none() && !ambient_trace {
-            return Err(Error::invalid(
-                "parent_span_id needs trace_id (or an active trace) to place the span in its trace",
-            ));
+        if self.trace_id.is_none() {
+            self.trace_id = self.parent_span_id.map(parent_trace);
         }
         Ok(self)
+    }
+}
+
+/// The trace a parent span without a trace id is placed in: the ambient span's trace,
+/// else the one its own id names.
+fn parent_trace(parent: SpanId) -> TraceId {
+    let ambient = opentelemetry::Context::current();
+    let ambient = ambient.span();
+    let ambient = ambient.span_context();
+    if ambient.is_valid() {
+        ambient.trace_id()
+    } else {
+        ids::trace_of_span(parent)
     }
 }
 
@@ -307,7 +317,7 @@ impl CallSpan {
         if stream {
             span.record("gen_ai.request.stream", true);
         }
-        Self::place(span, started, placement, settings)
+        Self::place(span, started, placement, settings, send)
     }
 
     /// Creates the embeddings span, placed and started like a chat span. The texts go
@@ -343,7 +353,7 @@ impl CallSpan {
             let texts = serde_json::to_string(&input.texts).unwrap_or_default();
             span.record("tracia.embeddings.input", texts);
         }
-        Self::place(span, started, start.placement, settings)
+        Self::place(span, started, start.placement, settings, start.send)
     }
 
     /// Creates the chat span of a prompt run by the Tracia server, placed and started
@@ -383,7 +393,7 @@ impl CallSpan {
                 span.record("tracia.variables", vars);
             }
         }
-        Self::place(span, started, start.placement, settings)
+        Self::place(span, started, start.placement, settings, true)
     }
 
     /// Records what a prompt run's answer adds before its response: the version that
@@ -428,12 +438,14 @@ impl CallSpan {
     }
 
     /// Places a created span in the trace (explicit ids, else the ambient span) and
-    /// starts it; with no OpenTelemetry layer the ids are made up here instead.
+    /// starts it; with no OpenTelemetry layer the ids are made up here instead (and a
+    /// traced call, `send`, warns once that its spans go nowhere).
     fn place(
         span: tracing::Span,
         started: Started,
         placement: Placement,
         settings: SpanSettings,
+        send: bool,
     ) -> Self {
         let ambient = opentelemetry::Context::current();
         let ambient_sc = ambient.span().span_context().clone();
@@ -471,6 +483,9 @@ impl CallSpan {
             // No OpenTelemetry layer sees this span (none installed, or send_trace=false):
             // the result still gets well-formed ids, and the provider a traceparent that
             // says "not sampled".
+            if send {
+                warn_no_pipeline();
+            }
             let span_id = placement.span_id.unwrap_or_else(ids::random_span_id);
             let trace_id = trace_id.unwrap_or_else(ids::random_trace_id);
             let sc = SpanContext::new(
@@ -614,6 +629,25 @@ impl Drop for CallSpan {
     fn drop(&mut self) {
         self.end();
     }
+}
+
+/// Says, once per process, that traced calls' spans reach no OpenTelemetry pipeline.
+///
+/// Through `tracing` when a subscriber is installed (it decides where logs go), else
+/// also on stderr: with no subscriber at all a `tracing` event goes nowhere either, and
+/// silence is exactly the trouble being reported. Once, since every call would repeat it.
+fn warn_no_pipeline() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        const MESSAGE: &str = "no OpenTelemetry pipeline sees the spans of LLM calls, so they are not exported; install one with tracia::telemetry::init() (or add tracia::telemetry::layer to your subscriber), or pass send_trace(false) to calls not meant to be traced";
+        let no_subscriber = tracing::dispatcher::get_default(|d| {
+            d.is::<tracing::subscriber::NoSubscriber>()
+        });
+        if no_subscriber {
+            eprintln!("WARN tracia: {MESSAGE}");
+        }
+        tracing::warn!(target: "tracia", "{MESSAGE}");
+    });
 }
 
 /// Name, operation, provider, model and server: the attributes every operation shares.

@@ -6,6 +6,7 @@
 //! so a slow or dead backend never holds up the other, nor the LLM calls.
 
 use std::collections::HashMap;
+use std::io::IsTerminal as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -66,6 +67,7 @@ pub struct TelemetryBuilder {
     scheduled_delay: Option<Duration>,
     filter: Option<String>,
     fmt: Option<bool>,
+    extras: SpanExtras,
     on_failure: Option<FailureCallback>,
     disabled: Option<bool>,
 }
@@ -210,9 +212,50 @@ impl TelemetryBuilder {
     }
 
     /// Whether [`TelemetryBuilder::init`] also installs a `fmt` layer for logs to stderr
-    /// (filtered by `RUST_LOG`, default `warn`). On by default.
+    /// (filtered by `RUST_LOG`, default `warn`). On by default. Its lines are coloured
+    /// only when stderr is a terminal and `NO_COLOR` is unset or empty, so a log file or
+    /// pipe gets plain text.
     pub fn with_fmt(mut self, fmt: bool) -> Self {
         self.fmt = Some(fmt);
+        self
+    }
+
+    /// Whether spans carry where in the source they were created: `code.file.path`,
+    /// `code.module.name`, `code.line.number` and the `tracing` `target`. Off by
+    /// default: for Tracia's spans that is this SDK's source path on the machine it was
+    /// built on, which says nothing about your app.
+    ///
+    /// ```
+    /// let builder = tracia::telemetry::builder().with_code_attributes(true);
+    /// # drop(builder);
+    /// ```
+    pub fn with_code_attributes(mut self, on: bool) -> Self {
+        self.extras.code = on;
+        self
+    }
+
+    /// Whether spans carry the thread they were created on (`thread.id`,
+    /// `thread.name`). Off by default.
+    ///
+    /// ```
+    /// let builder = tracia::telemetry::builder().with_thread_attributes(true);
+    /// # drop(builder);
+    /// ```
+    pub fn with_thread_attributes(mut self, on: bool) -> Self {
+        self.extras.threads = on;
+        self
+    }
+
+    /// Whether spans carry how long they were entered and idle (`busy_ns`, `idle_ns`),
+    /// as `tracing` sees it. Off by default: for an async call, entered time is not
+    /// its duration, which the span's own start and end already give.
+    ///
+    /// ```
+    /// let builder = tracia::telemetry::builder().with_timing_attributes(true);
+    /// # drop(builder);
+    /// ```
+    pub fn with_timing_attributes(mut self, on: bool) -> Self {
+        self.extras.timings = on;
         self
     }
 
@@ -253,6 +296,7 @@ impl TelemetryBuilder {
                 provider: None,
                 reporters: Vec::new(),
                 filter: self.filter,
+                extras: self.extras,
                 installed_as: None,
             });
         }
@@ -301,6 +345,7 @@ impl TelemetryBuilder {
             provider: Some(provider.build()),
             reporters,
             filter: self.filter,
+            extras: self.extras,
             installed_as: None,
         })
     }
@@ -316,6 +361,7 @@ impl TelemetryBuilder {
                 EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(colour(std::io::stderr().is_terminal()))
                 .with_filter(filter)
         });
         tracing_subscriber::registry()
@@ -416,7 +462,10 @@ fn with_backend(
 /// The `tracing-opentelemetry` layer for a tracer provider you own, with Tracia's
 /// filter: `RUST_LOG` (else `info`) plus Tracia's own spans always, so a quiet log level
 /// never drops LLM spans or breaks their parent chain. Give your provider
-/// [`TraciaIdGenerator`] so a caller's `span_id` is honoured.
+/// [`TraciaIdGenerator`] so a caller's `span_id` is honoured. Spans carry what they
+/// record and nothing of the build machine: no source paths, thread or busy/idle
+/// attributes (build a layer with [`TelemetryBuilder::with_code_attributes`] and its
+/// siblings, or your own `tracia::tracing_opentelemetry::layer()`, to have them).
 ///
 /// ```
 /// use tracing_subscriber::layer::SubscriberExt;
@@ -430,12 +479,31 @@ pub fn layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + 'static
 where
     S: tracing::Subscriber + for<'span> LookupSpan<'span>,
 {
-    layer_with_filter(provider, None)
+    layer_with_filter(provider, None, SpanExtras::default())
+}
+
+/// The attributes `tracing-opentelemetry` can add to every span, beyond what the span
+/// records itself; each family is off unless turned on in [`TelemetryBuilder`].
+#[derive(Debug, Default, Clone, Copy)]
+struct SpanExtras {
+    /// `code.file.path`, `code.module.name`, `code.line.number` and `target`.
+    code: bool,
+    /// `thread.id`, `thread.name`.
+    threads: bool,
+    /// `busy_ns`, `idle_ns`.
+    timings: bool,
+}
+
+/// Whether log lines get ANSI colours: on a terminal, unless `NO_COLOR` is set (to
+/// anything but the empty string, as no-color.org says).
+fn colour(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn layer_with_filter<S>(
     provider: &SdkTracerProvider,
     directive: Option<&str>,
+    extras: SpanExtras,
 ) -> impl Layer<S> + 'static
 where
     S: tracing::Subscriber + for<'span> LookupSpan<'span>,
@@ -447,6 +515,10 @@ where
     let filter = EnvFilter::builder().parse_lossy(format!("{directive},tracia=info"));
     tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("tracia"))
+        .with_location(extras.code)
+        .with_target(extras.code)
+        .with_threads(extras.threads)
+        .with_tracked_inactivity(extras.timings)
         .with_filter(filter)
 }
 
@@ -538,19 +610,21 @@ pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
     reporters: Vec<Arc<Reporter>>,
     filter: Option<String>,
+    extras: SpanExtras,
     installed_as: Option<u64>,
 }
 
 impl TelemetryGuard {
     /// The `tracing-opentelemetry` layer feeding this pipeline, with Tracia's filter:
-    /// the user's directive (or `RUST_LOG`, else `info`) plus Tracia's own spans always.
+    /// the user's directive (or `RUST_LOG`, else `info`) plus Tracia's own spans always;
+    /// code, thread and timing attributes only as the builder turned them on.
     pub fn layer<S>(&self) -> impl Layer<S> + 'static
     where
         S: tracing::Subscriber + for<'span> LookupSpan<'span>,
     {
         self.provider
             .as_ref()
-            .map(|provider| layer_with_filter(provider, self.filter.as_deref()))
+            .map(|provider| layer_with_filter(provider, self.filter.as_deref(), self.extras))
     }
 
     /// The tracer provider, to add your own processors' spans or to install it yourself.

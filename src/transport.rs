@@ -12,10 +12,11 @@ use crate::provider::Provider;
 
 /// Maps a transport failure (no HTTP answer) to `TIMEOUT` or `NETWORK_ERROR`.
 /// The URL is stripped: it can carry a key for some providers.
+///
+/// The call's own `timeout` is enforced around the request ([`timeout_error`]), so a
+/// timeout reported here is the HTTP client's (a `reqwest::Client` of the user's with
+/// its own timeouts) or the system's, and says so rather than claim `timeout` passed.
 pub(crate) fn transport_error(err: reqwest::Error, timeout: Duration) -> Error {
-    if err.is_timeout() {
-        return timeout_error(timeout);
-    }
     let err = err.without_url();
     let mut text = err.to_string();
     let mut source = std::error::Error::source(&err);
@@ -23,6 +24,16 @@ pub(crate) fn transport_error(err: reqwest::Error, timeout: Duration) -> Error {
         text.push_str(": ");
         text.push_str(&s.to_string());
         source = s.source();
+    }
+    if err.is_timeout() {
+        return Error::new(
+            ErrorCode::Timeout,
+            format!(
+                "Request timed out in the HTTP client, before the call's {}ms timeout: {text}",
+                timeout.as_millis()
+            ),
+        )
+        .with_source(err);
     }
     let code = if err.is_decode() || err.is_body() {
         ErrorCode::ProviderError

@@ -381,16 +381,14 @@ fn app_span(data: &SpanData) -> SpanRecord {
 
 /// `sp_` + 16 hex.
 pub fn span_id(id: SpanId) -> String {
-    format!("sp_{id}")
+    tracia::ids::format_span_id(id)
 }
 
-/// `tr_` + 16 hex when the upper half is zero (ids the tracia SDK makes), else 32.
+/// The trace id in the SDK's Tracia form ([`tracia::ids::format_trace_id`]), the same
+/// as GenAI spans carry: `tr_` + 16 hex when the upper half is zero (ids the tracia SDK
+/// makes), `sp_` + 16 hex for a span id used as a trace id, else `tr_` + 32 hex.
 pub fn trace_id(id: TraceId) -> String {
-    let hex = id.to_string();
-    match hex.strip_prefix("0000000000000000") {
-        Some(lower) => format!("tr_{lower}"),
-        None => format!("tr_{hex}"),
-    }
+    tracia::ids::format_trace_id(id)
 }
 
 /// The usage attributes of an OTLP GenAI span, cache and reasoning counts included.

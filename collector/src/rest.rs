@@ -210,24 +210,13 @@ pub(crate) fn now_unix_nano() -> i64 {
 
 /// A caller's span id: `sp_` (or the legacy `tr_`) + 16 hex, any case.
 pub(crate) fn parse_span_id(text: &str) -> Option<SpanId> {
-    let hex = text
-        .strip_prefix("sp_")
-        .or_else(|| text.strip_prefix("tr_"))
-        .filter(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))?;
-    SpanId::from_hex(hex)
-        .ok()
-        .filter(|id| *id != SpanId::INVALID)
+    tracia::ids::parse_span_id(text).ok()
 }
 
-/// A caller's trace id: `tr_` + 16 or 32 hex, or a bare 32-hex W3C trace id.
+/// A caller's trace id: `tr_` + 16 or 32 hex, a bare 32-hex W3C trace id, or a span id
+/// used as a trace id (see [`tracia::ids`]).
 pub(crate) fn parse_trace_id(text: &str) -> Option<TraceId> {
-    let hex = text.strip_prefix("tr_").unwrap_or(text);
-    let ok_len = hex.len() == 32 || (hex.len() == 16 && text.starts_with("tr_"));
-    ok_len
-        .then(|| u128::from_str_radix(hex, 16).ok())
-        .flatten()
-        .filter(|v| *v != 0 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(|v| TraceId::from_bytes(v.to_be_bytes()))
+    tracia::ids::parse_trace_id(text).ok()
 }
 
 /// Stores spans, printing the line of each GenAI one when asked to.
@@ -467,6 +456,9 @@ mod tests {
         assert!(parse_trace_id("tr_4bf92f3577b34da6a3ce929d0e0e4736").is_some());
         assert!(parse_trace_id("4bf92f3577b34da6").is_none());
         assert!(parse_trace_id("tr_+bf92f3577b34da6").is_none());
+        // A span id used as a trace id (Tracia's manual linking) shows in its own form.
+        let seeded = parse_trace_id("sp_00f067aa0ba902b7").unwrap();
+        assert_eq!(crate::model::trace_id(seeded), "sp_00f067aa0ba902b7");
     }
 
     #[test]
