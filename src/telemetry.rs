@@ -247,8 +247,10 @@ impl TelemetryBuilder {
     }
 
     /// Whether spans carry how long they were entered and idle (`busy_ns`, `idle_ns`),
-    /// as `tracing` sees it. Off by default: for an async call, entered time is not
-    /// its duration, which the span's own start and end already give.
+    /// as `tracing` sees it, on your own spans. Off by default: for an async call,
+    /// entered time is not its duration, which the span's own start and end already
+    /// give. LLM call spans never carry them: their end is stamped by the SDK when the
+    /// call is over (see `ARCHITECTURE.md`), before `tracing-opentelemetry` would add them.
     ///
     /// ```
     /// let builder = tracia::telemetry::builder().with_timing_attributes(true);
