@@ -462,7 +462,12 @@ async fn a_paced_stream_spans_its_whole_time_at_otlp_and_in_tracia_latency() {
         ttft >= 0.0 && Duration::from_secs_f64(ttft) <= span,
         "start ≤ start + TTFT ({ttft} s) ≤ end ({span:?})"
     );
-    assert_eq!(u128::from(result.latency_ms), span.as_millis());
+    // The same milliseconds (one more only if creating the span stalled past 1 ms).
+    let latency = u128::from(result.latency_ms);
+    assert!(
+        (span.as_millis()..=span.as_millis() + 1).contains(&latency),
+        "the result's latency ({latency} ms) is the span's duration ({span:?})"
+    );
 
     let p = &cloud.wait_for_spans(1, WAIT).await[0];
     check_span_payload(p).unwrap();
