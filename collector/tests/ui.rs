@@ -1032,28 +1032,6 @@ async fn a_page_of_another_origin_cannot_write_through_the_browser() {
             "{report}"
         );
 
-        // Each reached the collector and was refused before anything ran.
-        let wait_log = Instant::now() + WAIT;
-        let refused = |path: &str| {
-            collector
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|l| {
-                    l.contains(&format!(
-                        "refused POST {path}: Sec-Fetch-Site \"same-site\""
-                    ))
-                })
-                .count()
-        };
-        while refused("/api/v1/prompts") < 2 && Instant::now() < wait_log {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(refused("/api/v1/prompts"), 2, "the fetch and the form");
-        for path in ["/api/v1/prompts/joke/run", "/api/v1/spans", "/v1/traces"] {
-            assert_eq!(refused(path), 1, "{path}");
-        }
         let prompts: Value = api(reqwest::Method::GET, "api/v1/prompts")
             .send()
             .await
@@ -1090,6 +1068,28 @@ async fn a_page_of_another_origin_cannot_write_through_the_browser() {
         };
         assert_eq!(traces["traces"], json!([]), "no trace stored");
         assert_eq!(fake.request_count(), 0, "the provider was never called");
+        // Each reached the collector and was refused by the browser checks.
+        let wait_log = Instant::now() + WAIT;
+        let refused = |path: &str| {
+            collector
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| {
+                    l.contains(&format!(
+                        "refused POST {path}: Sec-Fetch-Site \"same-site\""
+                    ))
+                })
+                .count()
+        };
+        while refused("/api/v1/prompts") < 2 && Instant::now() < wait_log {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(refused("/api/v1/prompts"), 2, "the fetch and the form");
+        for path in ["/api/v1/prompts/joke/run", "/api/v1/spans", "/v1/traces"] {
+            assert_eq!(refused(path), 1, "{path}");
+        }
     }
 }
 
