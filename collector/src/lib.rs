@@ -32,6 +32,7 @@
 //!
 //! Errors under `/api` are Tracia's `{"error": {"code", "message"}}`: 400
 //! `INVALID_REQUEST` / `MISSING_VARIABLES` / `MISSING_PROVIDER_KEY`, 401 `UNAUTHORIZED`,
+//! 403 `FORBIDDEN` (the browser defences; this one in JSON on every path),
 //! 404 `NOT_FOUND` (also for unknown `/api/v1` routes), 409 `CONFLICT`, 413
 //! `INVALID_REQUEST` (JSON bodies over 10 MiB), 429 `RATE_LIMITED`, 500
 //! `PROVIDER_ERROR`, 503 when the store fails.

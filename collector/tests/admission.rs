@@ -79,13 +79,24 @@ fn otlp_json() -> String {
     ui_support::export("forged", vec![span]).to_string()
 }
 
+/// What a forged request tries: a name, method, path, headers, body, and what its
+/// refusal must name.
+type Forgery = (
+    &'static str,
+    Method,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    String,
+    &'static str,
+);
+
 #[tokio::test]
 async fn forged_writes_are_refused_and_change_nothing() {
     let (_dir, state) = common::test_state();
     let app = served(state.clone(), &[]);
     let host = "127.0.0.1:4318";
     let json_type = ("content-type", "application/json");
-    let cases: Vec<(&str, Method, &str, Vec<(&str, &str)>, String, &str)> = vec![
+    let cases: Vec<Forgery> = vec![
         // What a page can send without a CORS preflight: a text/plain body.
         (
             "text/plain prompt",
