@@ -278,4 +278,23 @@ mod tests {
         assert_eq!(args.retention, None);
         assert!(Args::try_parse_from(["tracia-collector", "--retention", "7 days"]).is_err());
     }
+
+    #[test]
+    fn allowed_hosts_repeat() {
+        let args = Args::try_parse_from(["tracia-collector"]).unwrap();
+        assert!(args.allowed_hosts.is_empty());
+        let args = Args::try_parse_from([
+            "tracia-collector",
+            "--allowed-host",
+            "traces.internal",
+            "--allowed-host",
+            "ci.internal:8080,10.0.0.5",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.allowed_hosts,
+            ["traces.internal", "ci.internal:8080", "10.0.0.5"]
+        );
+        assert!(Admission::new(&args.allowed_hosts).is_ok());
+    }
 }
