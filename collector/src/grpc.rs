@@ -1,5 +1,9 @@
 //! The OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`,
 //! on the same record path as OTLP/HTTP ([`crate::ingest`]).
+//!
+//! The API key and the rate limit are checked by an interceptor ([`Admit`]) on the
+//! request's metadata, before its message is read or decoded: a client without a key
+//! is answered `UNAUTHENTICATED` (or `RESOURCE_EXHAUSTED`) without costing memory.
 
 use std::future::Future;
 
@@ -11,9 +15,12 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
+use crate::security::Caller;
 use crate::{AppState, MAX_BODY_BYTES, ingest};
 
 /// The `TraceService` implementation.
@@ -28,21 +35,7 @@ impl TraceService for TraceReceiver {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        // The same key and rate limit as the HTTP routes.
-        if !self
-            .state
-            .api_keys
-            .authorizes(&request.metadata().clone().into_headers())
-        {
-            return Err(Status::unauthenticated(
-                "missing or invalid API key: send authorization: Bearer <key>",
-            ));
-        }
-        if let Some(limiter) = &self.state.rate_limiter
-            && limiter.acquire().is_err()
-        {
-            return Err(Status::resource_exhausted("rate limit exceeded"));
-        }
+        // The key and the rate limit were checked before decoding, by `Admit`.
         match ingest::ingest(&self.state, request.get_ref()).await {
             Ok(response) => Ok(Response::new(response)),
             // UNAVAILABLE is retryable: the exporter keeps the spans and tries again.
@@ -51,14 +44,45 @@ impl TraceService for TraceReceiver {
     }
 }
 
-/// The gRPC service: gzip accepted (and used for answers when the client accepts it),
+/// The same key and rate limit as the HTTP routes, on the metadata of a request whose
+/// message is not read yet.
+#[derive(Debug, Clone)]
+pub struct Admit {
+    state: AppState,
+}
+
+impl Interceptor for Admit {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let caller = self
+            .state
+            .api_keys
+            .identify(&request.metadata().clone().into_headers());
+        if let Some(limiter) = &self.state.rate_limiter
+            && limiter.acquire(caller).is_err()
+        {
+            return Err(Status::resource_exhausted("rate limit exceeded"));
+        }
+        if caller == Caller::Unauthenticated {
+            return Err(Status::unauthenticated(
+                "missing or invalid API key: send authorization: Bearer <key>",
+            ));
+        }
+        Ok(request)
+    }
+}
+
+/// The gRPC service, behind [`Admit`]: gzip accepted (and used for answers when the client accepts it),
 /// messages up to [`MAX_BODY_BYTES`] after decompression, like OTLP/HTTP (tonic's
 /// default of 4 MiB is below what exporters send).
-pub fn service(state: AppState) -> TraceServiceServer<TraceReceiver> {
-    TraceServiceServer::new(TraceReceiver { state })
+pub fn service(state: AppState) -> InterceptedService<TraceServiceServer<TraceReceiver>, Admit> {
+    let admit = Admit {
+        state: state.clone(),
+    };
+    let server = TraceServiceServer::new(TraceReceiver { state })
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(MAX_BODY_BYTES)
+        .max_decoding_message_size(MAX_BODY_BYTES);
+    InterceptedService::new(server, admit)
 }
 
 /// Serves [`service`] on `listener` until `shutdown` resolves.

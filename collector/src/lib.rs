@@ -32,9 +32,15 @@
 //!
 //! Errors under `/api` are Tracia's `{"error": {"code", "message"}}`: 400
 //! `INVALID_REQUEST` / `MISSING_VARIABLES` / `MISSING_PROVIDER_KEY`, 401 `UNAUTHORIZED`,
+//! 403 `FORBIDDEN` (the browser defences; this one in JSON on every path),
 //! 404 `NOT_FOUND` (also for unknown `/api/v1` routes), 409 `CONFLICT`, 413
 //! `INVALID_REQUEST` (JSON bodies over 10 MiB), 429 `RATE_LIMITED`, 500
 //! `PROVIDER_ERROR`, 503 when the store fails.
+//!
+//! Before anything else, every route but `/healthz` refuses (403 `FORBIDDEN`) what a
+//! web page could send: a `Host` that is not the collector's (DNS rebinding), and
+//! state-changing requests from another site or origin, or with a body that is not
+//! `application/json` (see [`admission`]).
 //!
 //! With API keys configured ([`AppState::with_api_keys`]), every route but `/healthz`
 //! needs `Authorization: Bearer <key>` (or the UI's cookie); see [`security`]. Prompt
@@ -50,8 +56,9 @@
 //! | `--grpc-addr ADDR` | `TRACIA_COLLECTOR_GRPC_ADDR` | `127.0.0.1:4317` | OTLP/gRPC; beyond loopback only with an API key |
 //! | `--data-dir DIR` | `TRACIA_COLLECTOR_DATA_DIR` | `./.tracia` | where the SQLite store lives |
 //! | `--retention AGE` | `TRACIA_COLLECTOR_RETENTION` | `7d` | how long spans are kept (`30m`, `12h`, `7d`, `2w`, `forever`) |
-//! | `--api-key KEY` (repeatable) | `TRACIA_COLLECTOR_API_KEYS` (comma-separated) | none | keys every request but `/healthz` must present; in a browser, open `/?key=KEY` once |
-//! | `--rate-limit N` | `TRACIA_COLLECTOR_RATE_LIMIT` | `1000` | requests a second over the whole collector, 429 beyond; `0` for none |
+//! | `--api-key KEY` (repeatable) | `TRACIA_COLLECTOR_API_KEYS` (comma-separated) | none | keys every request but `/healthz` must present (at least 16 characters beyond loopback); in a browser, open `/?key=KEY` once |
+//! | `--rate-limit N` | `TRACIA_COLLECTOR_RATE_LIMIT` | `1000` | requests a second per key (for all together without keys; a tenth for requests without a valid key), 429 beyond; `0` for none |
+//! | `--allowed-host HOST` (repeatable) | `TRACIA_COLLECTOR_ALLOWED_HOSTS` (comma-separated) | none | other `Host` names to serve (`name` or `name:port`), besides loopback names or the bound IP; see [`admission`] |
 //! | `--forward-otlp URL` (repeatable) | `TRACIA_COLLECTOR_FORWARD_OTLP` (comma-separated) | none | also POST every received request, as OTLP/HTTP protobuf, to `URL/v1/traces` |
 //! | `--forward-tracia` | `TRACIA_COLLECTOR_FORWARD_TRACIA` | off | also send every GenAI span to Tracia (`POST /api/v1/spans`); needs `TRACIA_API_KEY`, uses `TRACIA_BASE_URL` (default `https://app.tracia.io`) |
 //!
@@ -84,6 +91,7 @@ use axum::middleware;
 use axum::routing::{get, post};
 use tower_http::decompression::RequestDecompressionLayer;
 
+pub mod admission;
 pub mod api;
 pub mod forward;
 pub mod grpc;
@@ -185,8 +193,11 @@ pub struct AppState {
     pub llm: tracia::Tracia,
     /// The keys every request must present; none means no authentication.
     pub api_keys: security::ApiKeys,
-    /// The collector-wide rate limit, if any.
+    /// The rate limit (a bucket per key), if any.
     pub rate_limiter: Option<Arc<security::RateLimiter>>,
+    /// Which `Host` names are served, checked with the browser defences in front of
+    /// everything else.
+    pub admission: admission::Admission,
 }
 
 impl AppState {
@@ -205,6 +216,7 @@ impl AppState {
                 .expect("the default provider client builds"),
             api_keys: security::ApiKeys::default(),
             rate_limiter: security::RateLimiter::new(security::DEFAULT_RATE_LIMIT).map(Arc::new),
+            admission: admission::Admission::default(),
         }
     }
 
@@ -232,9 +244,16 @@ impl AppState {
         self
     }
 
-    /// At most `per_second` requests a second over the whole collector; 0 for no limit.
+    /// At most `per_second` requests a second per key (for everyone together without
+    /// keys; a tenth for requests without a valid key); 0 for no limit.
     pub fn with_rate_limit(mut self, per_second: u32) -> Self {
         self.rate_limiter = security::RateLimiter::new(per_second).map(Arc::new);
+        self
+    }
+
+    /// Serves only the `Host` names `admission` admits (by default: loopback names).
+    pub fn with_admission(mut self, admission: admission::Admission) -> Self {
+        self.admission = admission;
         self
     }
 }
@@ -259,21 +278,32 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             security::guard,
         ))
+        // In front of the keys: what a web page could send is refused whoever sends it.
+        .layer(middleware::from_fn_with_state(
+            state.admission.clone(),
+            admission::admit,
+        ))
         .with_state(state)
 }
 
-/// Refuses to listen beyond loopback without API keys: anyone who could reach the
-/// collector could read every prompt and answer it received, and spend provider
-/// credit through prompt runs.
-pub fn check_listen_addr(addr: SocketAddr, has_api_keys: bool) -> Result<(), String> {
-    if addr.ip().is_loopback() || has_api_keys {
-        Ok(())
-    } else {
-        Err(format!(
+/// Refuses to listen beyond loopback without API keys, or with a key shorter than
+/// [`security::MIN_KEY_LEN`]: anyone who could reach the collector could read every
+/// prompt and answer it received, and spend provider credit through prompt runs.
+pub fn check_listen_addr(addr: SocketAddr, keys: &security::ApiKeys) -> Result<(), String> {
+    match keys.shortest() {
+        _ if addr.ip().is_loopback() => Ok(()),
+        None => Err(format!(
             "refusing to listen on {addr} without an API key: anyone who can reach it could \
              read every span and run prompts. Set one with --api-key <KEY> (or \
              TRACIA_COLLECTOR_API_KEYS=k1,k2), or listen on loopback (e.g. 127.0.0.1:4318)"
-        ))
+        )),
+        Some(len) if len < security::MIN_KEY_LEN => Err(format!(
+            "refusing to listen on {addr} with an API key of {len} characters: beyond \
+             loopback every --api-key must be at least {} characters long (e.g. \
+             `openssl rand -hex 16`)",
+            security::MIN_KEY_LEN
+        )),
+        Some(_) => Ok(()),
     }
 }
 
@@ -291,12 +321,20 @@ mod tests {
 
     #[test]
     fn beyond_loopback_only_with_a_key() {
-        assert!(check_listen_addr("127.0.0.1:4318".parse().unwrap(), false).is_ok());
-        assert!(check_listen_addr("[::1]:4318".parse().unwrap(), false).is_ok());
-        assert!(check_listen_addr("0.0.0.0:4318".parse().unwrap(), true).is_ok());
-        let err = check_listen_addr("0.0.0.0:4318".parse().unwrap(), false).unwrap_err();
+        let none = security::ApiKeys::default();
+        let short = security::ApiKeys::new(["0123456789abcdef", "short-key"]).unwrap();
+        let long = security::ApiKeys::new(["0123456789abcdef"]).unwrap();
+        assert!(check_listen_addr("127.0.0.1:4318".parse().unwrap(), &none).is_ok());
+        assert!(check_listen_addr("[::1]:4318".parse().unwrap(), &short).is_ok());
+        assert!(check_listen_addr("0.0.0.0:4318".parse().unwrap(), &long).is_ok());
+        let err = check_listen_addr("0.0.0.0:4318".parse().unwrap(), &none).unwrap_err();
         assert!(
             err.contains("0.0.0.0:4318") && err.contains("--api-key"),
+            "{err}"
+        );
+        let err = check_listen_addr("0.0.0.0:4318".parse().unwrap(), &short).unwrap_err();
+        assert!(
+            err.contains("9 characters") && err.contains("at least 16"),
             "{err}"
         );
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tracia_collector::admission::Admission;
 use tracia_collector::forward::{DEFAULT_TRACIA_BASE_URL, Forwarder};
 use tracia_collector::security::{ApiKeys, DEFAULT_RATE_LIMIT};
 use tracia_collector::store::Store;
@@ -62,7 +63,19 @@ struct Args {
     )]
     api_keys: Vec<String>,
 
-    /// Most requests a second over the whole collector (answered 429 beyond); 0 for no limit.
+    /// Another `Host` name to serve (`name` or `name:port`), e.g. the name of a proxy
+    /// in front: besides loopback names (or the bound IP), requests naming any other
+    /// host are refused. Repeat for several; the environment variable takes them
+    /// comma-separated.
+    #[arg(
+        long = "allowed-host",
+        value_name = "HOST",
+        env = "TRACIA_COLLECTOR_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
+
+    /// Most requests a second per key (for all together without keys) (answered 429 beyond); 0 for no limit.
     #[arg(long, value_name = "N", env = "TRACIA_COLLECTOR_RATE_LIMIT", default_value_t = DEFAULT_RATE_LIMIT)]
     rate_limit: u32,
 
@@ -108,8 +121,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let admission = match Admission::new(&args.allowed_hosts) {
+        Ok(admission) => admission,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
     for addr in [args.http_addr, args.grpc_addr] {
-        if let Err(message) = check_listen_addr(addr, !api_keys.is_empty()) {
+        if let Err(message) = check_listen_addr(addr, &api_keys) {
             eprintln!("error: {message}");
             return ExitCode::from(2);
         }
@@ -154,7 +174,8 @@ async fn main() -> ExitCode {
         .with_forwarder(forwarder)
         .with_llm(llm)
         .with_api_keys(api_keys)
-        .with_rate_limit(args.rate_limit);
+        .with_rate_limit(args.rate_limit)
+        .with_admission(admission.served_at(http_addr));
     // Either server stopping (a signal, or a failure) stops the other one too.
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
@@ -256,5 +277,24 @@ mod tests {
         let args = Args::try_parse_from(["tracia-collector", "--retention", "forever"]).unwrap();
         assert_eq!(args.retention, None);
         assert!(Args::try_parse_from(["tracia-collector", "--retention", "7 days"]).is_err());
+    }
+
+    #[test]
+    fn allowed_hosts_repeat() {
+        let args = Args::try_parse_from(["tracia-collector"]).unwrap();
+        assert!(args.allowed_hosts.is_empty());
+        let args = Args::try_parse_from([
+            "tracia-collector",
+            "--allowed-host",
+            "traces.internal",
+            "--allowed-host",
+            "ci.internal:8080,10.0.0.5",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.allowed_hosts,
+            ["traces.internal", "ci.internal:8080", "10.0.0.5"]
+        );
+        assert!(Admission::new(&args.allowed_hosts).is_ok());
     }
 }

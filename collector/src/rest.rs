@@ -80,6 +80,12 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
     }
 
+    /// 403 `FORBIDDEN`: a request the collector never serves, whatever its key (see
+    /// [`crate::admission`]).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
+    }
+
     /// 429 `RATE_LIMITED`, with `Retry-After`.
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         Self {
@@ -149,7 +155,8 @@ fn with_retry_after(mut response: Response, secs: Option<u64>) -> Response {
     response
 }
 
-/// A JSON request body: any content type, an empty body read as `{}`, and failures
+/// A JSON request body (its `application/json` media type is checked in front of every
+/// route, by [`crate::admission`]): an empty body read as `{}`, and failures
 /// answered as [`ApiError`]s (413 beyond [`MAX_API_BODY_BYTES`], 400 otherwise).
 #[derive(Debug, Clone)]
 pub struct ApiJson<T>(pub T);

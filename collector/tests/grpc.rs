@@ -269,3 +269,100 @@ async fn grpc_needs_the_api_key_once_keys_are_set() {
     client.export(keyed).await.unwrap();
     assert_eq!(common::stored(&state).await.len(), 1);
 }
+
+/// Sends a message's bytes as they are (valid or not), as a gRPC `Export`.
+#[derive(Debug, Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        Ok(Some(
+            bytes::Buf::copy_to_bytes(src, bytes::Buf::remaining(src)).to_vec(),
+        ))
+    }
+}
+
+/// Exports `body` as raw message bytes, with `key` as bearer token if any.
+async fn export_raw(addr: std::net::SocketAddr, body: Vec<u8>, key: Option<&str>) -> tonic::Status {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let mut request = tonic::Request::new(body);
+    if let Some(key) = key {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    }
+    let path = axum::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    grpc.unary(request, path, RawCodec)
+        .await
+        .expect_err("never accepted")
+}
+
+#[tokio::test]
+async fn grpc_refuses_keyless_messages_before_decoding_them() {
+    let (_dir, state) = common::test_state();
+    let key = "k-grpc-0123456789";
+    let state = state.with_api_keys(tracia_collector::security::ApiKeys::new([key]).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(grpc::serve(listener, state.clone(), std::future::pending()));
+
+    // Bytes that are no protobuf message: with the key, decoding fails; without it,
+    // they are never decoded.
+    let garbage = vec![0xff; 64];
+    let keyed = export_raw(addr, garbage.clone(), Some(key)).await;
+    assert_eq!(keyed.code(), tonic::Code::Internal, "{keyed:?}");
+    assert!(keyed.message().contains("decode"), "{keyed:?}");
+    let keyless = export_raw(addr, garbage, None).await;
+    assert_eq!(keyless.code(), tonic::Code::Unauthenticated, "{keyless:?}");
+
+    // Over the decoding limit: refused for its size with the key, for the key without.
+    let huge = vec![0xff; tracia_collector::MAX_BODY_BYTES + 1];
+    let keyed = export_raw(addr, huge.clone(), Some(key)).await;
+    assert_eq!(keyed.code(), tonic::Code::OutOfRange, "{keyed:?}");
+    let keyless = export_raw(addr, huge, Some("not-the-key-0123456")).await;
+    assert_eq!(keyless.code(), tonic::Code::Unauthenticated, "{keyless:?}");
+    assert!(common::stored(&state).await.is_empty());
+}

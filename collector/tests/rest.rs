@@ -199,6 +199,7 @@ async fn spans_are_created_listed_fetched_and_evaluated() {
     let not_json = send(
         &app,
         Request::post("/api/v1/spans")
+            .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from("{oops"))
             .unwrap(),
     )
@@ -834,6 +835,7 @@ async fn run_joins_the_callers_trace() {
     let body = json!({"variables": {"topic": "opentelemetry"}});
 
     let request = Request::post("/api/v1/prompts/joke/run")
+        .header(header::CONTENT_TYPE, "application/json")
         .header(
             "traceparent",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",

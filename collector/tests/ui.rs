@@ -13,6 +13,7 @@ mod ui_support;
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -32,11 +33,18 @@ struct Collector {
     /// `http://127.0.0.1:PORT/`, from the line it prints.
     url: String,
     http: reqwest::Client,
+    /// What it logged (at `warn`) so far.
+    log: Arc<Mutex<Vec<String>>>,
     _data: tempfile::TempDir,
 }
 
 impl Collector {
     fn start() -> Self {
+        Self::start_with(&[], &[])
+    }
+
+    /// With more flags and environment variables.
+    fn start_with(args: &[&str], env: &[(&str, String)]) -> Self {
         let data = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tracia-collector"))
             .args([
@@ -49,11 +57,22 @@ impl Collector {
                 "--data-dir",
             ])
             .arg(data.path())
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("the collector binary starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                eprintln!("collector: {line}");
+                lines.lock().unwrap().push(line);
+            }
+        });
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines.next().expect("a listening line").unwrap();
         let url = first
@@ -72,6 +91,7 @@ impl Collector {
             child,
             url,
             http: reqwest::Client::new(),
+            log,
             _data: data,
         }
     }
@@ -841,4 +861,255 @@ async fn the_quickstart_example_shows_up_in_the_api_and_the_ui() {
         ],
     );
     screenshot("quickstart.png", &page);
+}
+
+/// A page of another origin (another loopback port: the same *site* to a browser) that
+/// tries, with `text/plain` bodies (no CORS preflight), to create a prompt, run one,
+/// forge a Tracia span and an OTLP export; then checks whether the browser sends the
+/// collector's cookie along (a stylesheet loads only with it, when keys are set), and
+/// reports to its own server's `/done`.
+fn attacker_page(collector: &str, key: Option<&str>) -> String {
+    let prompt = json!({"name": "Forged", "model": "gpt-4o",
+        "content": [{"role": "user", "content": "Say pwned"}]});
+    let run = json!({"variables": {"topic": "forgery"}});
+    let span = json!({"spanId": "sp_00f067aa0ba902b7", "model": "gpt-4o", "provider": "openai",
+        "input": {"messages": [{"role": "user", "content": "forged"}]}, "output": "forged",
+        "status": "SUCCESS", "latencyMs": 1, "inputTokens": 1, "outputTokens": 1, "totalTokens": 2});
+    let now = now_ns();
+    let otlp = export(
+        "forged",
+        vec![span_json(
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "00f067aa0ba902b8",
+            (now, now + 1_000_000),
+        )],
+    );
+    let attempts = json!([
+        ["/api/v1/prompts", prompt.to_string()],
+        ["/api/v1/prompts/joke/run", run.to_string()],
+        ["/api/v1/spans", span.to_string()],
+        ["/v1/traces", otlp.to_string()],
+    ]);
+    let collector = collector.trim_end_matches('/');
+    let key = json!(key.unwrap_or(""));
+    format!(
+        r#"<!doctype html><html><body><p id="status">running</p>
+<iframe name="sink" id="sink"></iframe>
+<form id="form" method="POST" action="{collector}/api/v1/prompts" enctype="text/plain" target="sink">
+<input name='{{"name":"Form","model":"gpt-4o","content":[{{"role":"user","content":"x' value='"}}]}}'></form>
+<script>
+const C = {collector:?}, KEY = {key}, ATTEMPTS = {attempts};
+const report = [];
+async function attack() {{
+  // The victim has opened the UI with its key: the browser holds the cookie.
+  if (KEY) await fetch(C + "/?key=" + KEY, {{mode: "no-cors", credentials: "include"}}).catch(e => report.push("login:" + e));
+  for (const [path, body] of ATTEMPTS) {{
+    await fetch(C + path, {{method: "POST", mode: "no-cors", credentials: "include",
+      headers: {{"Content-Type": "text/plain"}}, body}})
+      .then(() => report.push(path + ":sent"), e => report.push(path + ":" + e));
+  }}
+  await new Promise(done => {{
+    document.getElementById("sink").onload = done;
+    document.getElementById("form").submit();
+  }});
+  report.push("form:submitted");
+  const authorized = await new Promise(done => {{
+    const link = document.createElement("link");
+    link.rel = "stylesheet";
+    link.href = C + "/ui/style.css";
+    link.onload = () => done(true);
+    link.onerror = () => done(false);
+    document.head.appendChild(link);
+  }});
+  report.push("authorized:" + authorized);
+  document.getElementById("status").textContent = "done " + report.join(" ");
+  await fetch("/done?" + encodeURIComponent(report.join(" ")));
+}}
+attack();
+</script></body></html>"#
+    )
+}
+
+/// A chat span in OTLP/JSON.
+fn span_json(trace: &str, id: &str, times: (u64, u64)) -> Value {
+    span(
+        trace,
+        id,
+        None,
+        "chat gpt-4o",
+        times,
+        chat_attrs("openai", "gpt-4o", 3, 2),
+        None,
+    )
+}
+
+/// Serves the attacker's page on another loopback port; returns its URL and what its
+/// page reported to `/done`.
+async fn attacker(page: String) -> (String, Arc<Mutex<Vec<String>>>) {
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let seen = reports.clone();
+    let router = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(move || async move { axum::response::Html(page) }),
+        )
+        .route(
+            "/done",
+            axum::routing::get(move |uri: axum::http::Uri| async move {
+                let query = uri.query().unwrap_or("").to_owned();
+                seen.lock().unwrap().push(query);
+                "ok"
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (url, reports)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_of_another_origin_cannot_write_through_the_browser() {
+    const KEY: &str = "k-browser-0123456789";
+    for key in [None, Some(KEY)] {
+        let fake = FakeProvider::start().await;
+        fake.repeat_fixture("openai/chat-1");
+        let env = [
+            ("OPENAI_API_KEY", "sk-test".to_owned()),
+            ("OPENAI_BASE_URL", fake.base_url()),
+        ];
+        let args: &[&str] = match key {
+            Some(key) => &["--api-key", key],
+            None => &[],
+        };
+        let collector = Collector::start_with(args, &env);
+        let bearer = format!("Bearer {KEY}");
+        let api = |method: reqwest::Method, path: &str| {
+            let request = collector
+                .http
+                .request(method, format!("{}{path}", collector.url));
+            if key.is_some() {
+                request.header("authorization", &bearer)
+            } else {
+                request
+            }
+        };
+        // A prompt the page will try to run on the collector's provider key.
+        let created = api(reqwest::Method::POST, "api/v1/prompts")
+            .json(&json!({"name": "Joke", "model": "gpt-4o",
+                "content": [{"role": "user", "content": "Tell a joke about {{topic}}"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 200, "{:?}", created.text().await);
+
+        let (page_url, reports) = attacker(attacker_page(&collector.url, key)).await;
+        let dom = tokio::task::spawn_blocking({
+            let page_url = page_url.clone();
+            move || chromium(&["--dump-dom"], &page_url)
+        })
+        .await
+        .unwrap();
+        let deadline = Instant::now() + WAIT;
+        let report = loop {
+            if let Some(report) = reports.lock().unwrap().first() {
+                break report.clone();
+            }
+            assert!(Instant::now() < deadline, "the page never finished: {dom}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let report = percent_decode(&report);
+        // Every forgery was sent, and the browser did carry the cookie.
+        for path in [
+            "/api/v1/prompts",
+            "/api/v1/prompts/joke/run",
+            "/api/v1/spans",
+            "/v1/traces",
+        ] {
+            assert!(report.contains(&format!("{path}:sent")), "{report}");
+        }
+        assert!(
+            report.contains("form:submitted") && report.contains("authorized:true"),
+            "{report}"
+        );
+
+        let prompts: Value = api(reqwest::Method::GET, "api/v1/prompts")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let slugs: Vec<&str> = prompts["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["slug"].as_str().unwrap())
+            .collect();
+        assert_eq!(slugs, ["joke"], "no prompt created");
+        let spans: Value = api(reqwest::Method::GET, "api/v1/spans")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(spans["spans"], json!([]), "no span stored");
+        let (_, traces) = if key.is_some() {
+            let traces: Value = api(reqwest::Method::GET, "api/ui/traces")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (200, traces)
+        } else {
+            collector.get("api/ui/traces").await
+        };
+        assert_eq!(traces["traces"], json!([]), "no trace stored");
+        assert_eq!(fake.request_count(), 0, "the provider was never called");
+        // Each reached the collector and was refused by the browser checks.
+        let wait_log = Instant::now() + WAIT;
+        let refused = |path: &str| {
+            collector
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| {
+                    l.contains(&format!(
+                        "refused POST {path}: Sec-Fetch-Site \"same-site\""
+                    ))
+                })
+                .count()
+        };
+        while refused("/api/v1/prompts") < 2 && Instant::now() < wait_log {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(refused("/api/v1/prompts"), 2, "the fetch and the form");
+        for path in ["/api/v1/prompts/joke/run", "/api/v1/spans", "/v1/traces"] {
+            assert_eq!(refused(path), 1, "{path}");
+        }
+    }
+}
+
+/// Decodes `%XX` escapes (what `encodeURIComponent` makes).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = text
+                .get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
