@@ -373,9 +373,7 @@ fn merge(parts: Vec<EmbedResponse>, expected: usize) -> Result<EmbedResponse> {
 
 /// The checks that fail before any I/O, and where the span goes.
 fn validate(input: &RunEmbedding) -> Result<Placement> {
-    if input.model.trim().is_empty() {
-        return Err(Error::invalid("model is required and cannot be empty"));
-    }
+    crate::provider::check_model(&input.model)?;
     if input.texts.is_empty() {
         return Err(Error::invalid("input is required and cannot be empty"));
     }

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::chat::{
+    path_segment,
     self, ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamAccumulator, StreamEvent,
     merge_options,
 };
@@ -59,7 +60,7 @@ impl ChatWire for GeminiChat {
         } else {
             "generateContent"
         };
-        format!("{base_url}/v1beta/models/{model}:{method}")
+        format!("{base_url}/v1beta/models/{}:{method}", path_segment(model))
     }
 
     fn authorize(
@@ -446,7 +447,7 @@ impl EmbedWire for GeminiEmbed {
     fn url(&self, base_url: &str, model: &str) -> String {
         format!(
             "{base_url}/v1beta/models/{}:batchEmbedContents",
-            bare_model(model)
+            path_segment(bare_model(model))
         )
     }
 

@@ -178,7 +178,7 @@ pub use opentelemetry;
 pub use tracing_opentelemetry;
 
 pub use aws::AwsCredentials;
-pub use client::{Tracia, TraciaBuilder};
+pub use client::{DEFAULT_MAX_ANSWER_BYTES, Tracia, TraciaBuilder};
 pub use embedding::{Embedding, EmbeddingResult, InputType, RunEmbedding};
 pub use error::{Error, ErrorCode, redact};
 pub use export::{ExportFailure, ExportStats};
