@@ -22,8 +22,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::chat::{
-    path_segment,
     self, ANSWER_TOOL, ChatRequest, ChatResponse, ChatWire, ErrorBody, Framing, StreamEvent,
+    path_segment,
 };
 use crate::embedding::{EmbedRequest, EmbedResponse, EmbedWire, InputType, vector_from};
 use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice};

@@ -342,7 +342,10 @@ pub fn redact(text: &str) -> String {
     // the rest.
     if let Ok(secrets) = SECRETS.read() {
         // Longest first: a secret containing another is scrubbed whole.
-        let mut found: Vec<&String> = secrets.iter().filter(|s| out.contains(s.as_str())).collect();
+        let mut found: Vec<&String> = secrets
+            .iter()
+            .filter(|s| out.contains(s.as_str()))
+            .collect();
         found.sort_by_key(|s| std::cmp::Reverse(s.len()));
         for secret in found {
             if out.contains(secret.as_str()) {

@@ -7,9 +7,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::chat::{
-    path_segment,
     self, ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamAccumulator, StreamEvent,
-    merge_options,
+    merge_options, path_segment,
 };
 use crate::embedding::{EmbedRequest, EmbedResponse, EmbedWire, InputType};
 use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolDefinition};

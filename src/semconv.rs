@@ -315,7 +315,11 @@ mod tests {
         assert!(text.len() <= MAX_CONTENT_ATTRIBUTE_BYTES, "{}", text.len());
         let back = messages_from_input(&text);
         assert_eq!(back.len(), 2, "every message is still there");
-        assert_eq!(back[0].content.text(), "Be terse.", "short strings are kept whole");
+        assert_eq!(
+            back[0].content.text(),
+            "Be terse.",
+            "short strings are kept whole"
+        );
         assert!(back[1].content.text().ends_with(TRUNCATED_MARKER));
         // Countless short pieces: cut as text, with the marker.
         let many: Vec<String> = (0..40_000).map(|i| i.to_string()).collect();

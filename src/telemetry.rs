@@ -708,8 +708,10 @@ impl<'w> tracing_subscriber::fmt::FormatFields<'w> for EscapedFields {
         fields: R,
     ) -> std::fmt::Result {
         let mut plain = String::new();
-        tracing_subscriber::fmt::format::DefaultFields::new()
-            .format_fields(tracing_subscriber::fmt::format::Writer::new(&mut plain), fields)?;
+        tracing_subscriber::fmt::format::DefaultFields::new().format_fields(
+            tracing_subscriber::fmt::format::Writer::new(&mut plain),
+            fields,
+        )?;
         if !plain.chars().any(char::is_control) {
             return writer.write_str(&plain);
         }

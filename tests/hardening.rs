@@ -79,7 +79,11 @@ fn attr(span: &SpanData, key: &str) -> Option<String> {
 /// as recorded, only longer.
 fn text_event(text: &str) -> Vec<u8> {
     let body = fixture_response_body("openai/chat-stream");
-    let first = std::str::from_utf8(&body).unwrap().split("\n\n").next().unwrap();
+    let first = std::str::from_utf8(&body)
+        .unwrap()
+        .split("\n\n")
+        .next()
+        .unwrap();
     let mut event: Value = serde_json::from_str(first.strip_prefix("data: ").unwrap()).unwrap();
     event["choices"][0]["delta"]["content"] = text.into();
     format!("data: {event}\n\n").into_bytes()
@@ -122,16 +126,21 @@ async fn an_endless_stream_ends_at_max_answer_bytes() {
             }
         }
     };
-    tokio::time::timeout(WAIT, read).await.expect("the stream ends");
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("the stream ends");
     let error = failure.expect("the stream fails");
     assert_eq!(error.code(), ErrorCode::ProviderError, "{error}");
     assert!(
-        error
-            .message()
-            .contains(&format!("the answer exceeded {MIB} bytes (max_answer_bytes)")),
+        error.message().contains(&format!(
+            "the answer exceeded {MIB} bytes (max_answer_bytes)"
+        )),
         "{error}"
     );
-    assert!(received <= MIB, "no more than the cap handed out: {received}");
+    assert!(
+        received <= MIB,
+        "no more than the cap handed out: {received}"
+    );
     let finished = stream.finish().await.unwrap_err();
     assert_eq!(finished.to_string(), error.to_string());
 
@@ -151,7 +160,11 @@ async fn an_endless_stream_ends_at_max_answer_bytes() {
     );
     for key in ["gen_ai.input.messages", "gen_ai.output.messages"] {
         let value = attr(&span, key).unwrap_or_else(|| panic!("{key} recorded"));
-        assert!(value.len() <= MAX_CONTENT_ATTRIBUTE, "{key}: {} bytes", value.len());
+        assert!(
+            value.len() <= MAX_CONTENT_ATTRIBUTE,
+            "{key}: {} bytes",
+            value.len()
+        );
         assert!(value.contains("[truncated]"), "{key} is marked as cut");
         serde_json::from_str::<Value>(&value).expect("still valid JSON");
     }
@@ -216,7 +229,10 @@ async fn a_provider_echoing_the_key_leaks_it_nowhere() {
         }
         let error = tracia.run_local(input).await.unwrap_err();
         assert_eq!(error.status(), Some(401));
-        assert!(error.message().contains("Incorrect API key provided"), "{error}");
+        assert!(
+            error.message().contains("Incorrect API key provided"),
+            "{error}"
+        );
         errors.push(format!("{error} {error:?}"));
     }
     let requests = fake.requests().await;
@@ -247,7 +263,9 @@ async fn a_provider_echoing_the_key_leaks_it_nowhere() {
         }
     }
     assert!(
-        payloads.iter().all(|p| p.to_string().contains("[REDACTED]")),
+        payloads
+            .iter()
+            .all(|p| p.to_string().contains("[REDACTED]")),
         "the payloads keep the message, the key scrubbed"
     );
 }
@@ -285,7 +303,10 @@ async fn a_model_name_stays_one_path_segment() {
     assert_eq!(
         paths,
         [
-            (format!("/v1beta/models/{encoded}:generateContent").as_str(), None),
+            (
+                format!("/v1beta/models/{encoded}:generateContent").as_str(),
+                None
+            ),
             // With the region's cross-region prefix, as every Bedrock model id.
             (format!("/model/eu.{encoded}/converse").as_str(), None),
         ]
@@ -293,7 +314,11 @@ async fn a_model_name_stays_one_path_segment() {
 
     for model in ["..", "."] {
         let error = tracia
-            .run_local(RunLocal::new(model).provider(Provider::AmazonBedrock).user("hi"))
+            .run_local(
+                RunLocal::new(model)
+                    .provider(Provider::AmazonBedrock)
+                    .user("hi"),
+            )
             .await
             .unwrap_err();
         assert_eq!(error.code(), ErrorCode::InvalidRequest, "{error}");
@@ -333,10 +358,17 @@ async fn logged_model_names_cannot_forge_lines() {
 
     let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
     assert!(text.contains("call failed"), "{text}");
-    assert_eq!(text.matches('\n').count(), 1, "one record, one line: {text}");
+    assert_eq!(
+        text.matches('\n').count(),
+        1,
+        "one record, one line: {text}"
+    );
     assert!(text.ends_with('\n'));
     assert!(!text.contains('\x1b'), "no terminal escape: {text}");
-    assert!(text.contains(r"gpt-4o\n2026"), "the newline shown escaped: {text}");
+    assert!(
+        text.contains(r"gpt-4o\n2026"),
+        "the newline shown escaped: {text}"
+    );
 }
 
 struct Capture(Arc<Mutex<Vec<u8>>>);

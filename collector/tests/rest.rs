@@ -958,7 +958,10 @@ async fn a_provider_echoing_the_collectors_key_gets_it_nowhere() {
         "the key itself went to the provider"
     );
     let message = run.body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("Incorrect API key provided: [REDACTED]"), "{message}");
+    assert!(
+        message.contains("Incorrect API key provided: [REDACTED]"),
+        "{message}"
+    );
     let errors = get(&app, "/api/v1/spans?status=ERROR").await;
     let spans = errors.body["spans"].as_array().unwrap();
     assert_eq!(spans.len(), 1);
@@ -968,7 +971,11 @@ async fn a_provider_echoing_the_collectors_key_gets_it_nowhere() {
     )
     .await;
     assert_eq!(span.body["error"], message);
-    for text in [run.body.to_string(), errors.body.to_string(), span.body.to_string()] {
+    for text in [
+        run.body.to_string(),
+        errors.body.to_string(),
+        span.body.to_string(),
+    ] {
         assert!(!text.contains(KEY), "the key leaked: {text}");
     }
 }
