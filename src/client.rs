@@ -152,7 +152,8 @@ impl TraciaBuilder {
     /// arguments as they stream in, or its whole body when not streamed (default
     /// [`DEFAULT_MAX_ANSWER_BYTES`], 32 MiB). A provider going past it (an endless
     /// stream) ends the call with `PROVIDER_ERROR` "the answer exceeded N bytes
-    /// (max_answer_bytes)", its connection closed and its span ended as an error.
+    /// (max_answer_bytes)", its connection closed and its span ended as an error. A call
+    /// may set its own (`RunLocal::max_answer_bytes`).
     ///
     /// ```
     /// let tracia = tracia::Tracia::builder().with_max_answer_bytes(1024 * 1024).build().unwrap();
@@ -637,7 +638,9 @@ impl Tracia {
                 provider,
                 model: input.model,
                 timeout: input.timeout.unwrap_or(self.inner.timeout),
-                max_answer_bytes: self.inner.max_answer_bytes,
+                max_answer_bytes: input
+                    .max_answer_bytes
+                    .unwrap_or(self.inner.max_answer_bytes),
             },
         })
     }
@@ -755,6 +758,10 @@ impl Tracia {
 
     pub(crate) fn tracia_base_url(&self) -> &reqwest::Url {
         &self.inner.tracia_base_url
+    }
+
+    pub(crate) fn max_answer_bytes(&self) -> usize {
+        self.inner.max_answer_bytes
     }
 
     pub(crate) fn default_timeout(&self) -> Duration {

@@ -428,6 +428,13 @@ mod tests {
     }
 
     #[test]
+    fn long_messages_are_cut() {
+        let e = Error::new(ErrorCode::ProviderError, "é".repeat(MAX_MESSAGE_BYTES));
+        assert!(e.message().len() <= MAX_MESSAGE_BYTES + "…[truncated]".len());
+        assert!(e.message().ends_with("…[truncated]"));
+    }
+
+    #[test]
     fn keeps_tracia_span_and_trace_ids() {
         let text = "span sp_0123456789abcdef in tr_0123456789abcdef";
         assert_eq!(redact(text), text);

@@ -171,7 +171,7 @@ async fn an_endless_stream_ends_at_max_answer_bytes() {
 }
 
 /// A non-streamed answer over the cap is refused the same way, with or without its
-/// `Content-Length`.
+/// `Content-Length`, and the cap of a call outranks the client's.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_non_streamed_answer_over_max_answer_bytes_is_refused() {
     let fake = FakeProvider::start().await;
@@ -182,12 +182,17 @@ async fn a_non_streamed_answer_over_max_answer_bytes_is_refused() {
     fake.enqueue(200, JSON, answer.clone());
     fake.enqueue_reply(Reply::new(200, JSON, answer).chunked(Duration::ZERO));
     let memory = Memory::install();
-    let tracia = client(&fake, MIB);
-    for _ in 0..2 {
-        let error = tracia
-            .run_local(RunLocal::new("gpt-4o").user("hi").tag("big"))
-            .await
-            .unwrap_err();
+    let capped = client(&fake, MIB);
+    let default = support::client(&fake);
+    let calls = [
+        (&capped, RunLocal::new("gpt-4o").user("hi")),
+        (
+            &default,
+            RunLocal::new("gpt-4o").user("hi").max_answer_bytes(MIB),
+        ),
+    ];
+    for (tracia, input) in calls {
+        let error = tracia.run_local(input).await.unwrap_err();
         assert_eq!(error.code(), ErrorCode::ProviderError);
         assert!(error.message().contains("max_answer_bytes"), "{error}");
     }
