@@ -52,6 +52,14 @@ impl AwsCredentials {
         self
     }
 
+    /// Has [`crate::redact`] scrub the secret key and the session token by value.
+    pub(crate) fn register_secrets(&self) {
+        crate::error::register_secret(self.secret_access_key.expose_secret());
+        if let Some(token) = &self.session_token {
+            crate::error::register_secret(token.expose_secret());
+        }
+    }
+
     /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (plus `AWS_SESSION_TOKEN`), as
     /// read by `env`; both keys or nothing.
     pub(crate) fn from_env(env: impl Fn(&str) -> Option<String>) -> Option<Self> {

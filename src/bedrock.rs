@@ -23,6 +23,7 @@ use serde_json::{Map, Value, json};
 
 use crate::chat::{
     self, ANSWER_TOOL, ChatRequest, ChatResponse, ChatWire, ErrorBody, Framing, StreamEvent,
+    path_segment,
 };
 use crate::embedding::{EmbedRequest, EmbedResponse, EmbedWire, InputType, vector_from};
 use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice};
@@ -34,19 +35,6 @@ pub(crate) struct BedrockConverse;
 
 /// The id of the guardrail that assessed the call (semconv `aws-bedrock.md`).
 const GUARDRAIL_ID: &str = "aws.bedrock.guardrail.id";
-
-/// A model id as one URL path segment: everything but RFC 3986 unreserved characters
-/// is percent-encoded (`:` of `…-v1:0` becomes `%3A`, `/` of an ARN `%2F`).
-fn path_segment(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 fn text_block(text: &str) -> Value {
     json!({ "text": text })

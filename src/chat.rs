@@ -190,6 +190,20 @@ pub(crate) enum StreamEvent {
     Done,
 }
 
+impl StreamEvent {
+    /// The bytes of answer this event adds: text, reasoning, tool-call arguments (what
+    /// the accumulator keeps growing; the rest is small and replaced, not appended).
+    pub fn answer_len(&self) -> usize {
+        match self {
+            Self::Text(t) | Self::Reasoning(t) => t.len(),
+            Self::ToolCall { arguments, .. } | Self::WholeToolCall { arguments, .. } => {
+                arguments.len()
+            }
+            _ => 0,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct PartialCall {
     id: String,
@@ -205,6 +219,8 @@ pub(crate) struct StreamAccumulator {
     answer_calls: BTreeSet<usize>,
     /// The input of the answer calls: the whole answer, whatever text came before it.
     answer: Option<String>,
+    /// The bytes of answer folded in so far ([`StreamEvent::answer_len`]).
+    answer_bytes: usize,
     pub done: bool,
 }
 
@@ -220,8 +236,14 @@ impl StreamAccumulator {
         }
     }
 
+    /// The bytes of answer folded in so far: what `max_answer_bytes` bounds.
+    pub fn answer_bytes(&self) -> usize {
+        self.answer_bytes
+    }
+
     /// Folds one event in.
     pub fn push(&mut self, event: StreamEvent) {
+        self.answer_bytes += event.answer_len();
         let r = &mut self.response;
         match event {
             StreamEvent::ToolCall {
@@ -313,6 +335,22 @@ fn fallback_call_id(response_id: Option<&str>, index: usize) -> String {
         Some(id) => format!("call_{id}_{index}"),
         None => format!("call_{index}"),
     }
+}
+
+/// A model id as one URL path segment: everything but RFC 3986 unreserved characters
+/// is percent-encoded (`:` of `…-v1:0` becomes `%3A`, `/` of an ARN `%2F`, `?` `%3F`),
+/// so no model name reaches another path or the query. The dot segments `.` and `..`,
+/// which URL parsing would resolve even encoded, are refused before any I/O
+/// ([`crate::provider::check_model`]).
+pub(crate) fn path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Merges provider-specific options over an encoded body: objects merge key by key

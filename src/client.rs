@@ -32,6 +32,8 @@ use crate::transport;
 use crate::variables;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The default of [`TraciaBuilder::with_max_answer_bytes`]: 32 MiB.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 const DEFAULT_AWS_REGION: &str = "eu-central-1";
 const DEFAULT_TRACIA_BASE_URL: &str = "https://app.tracia.io";
 
@@ -63,6 +65,7 @@ struct Inner {
     aws_region: String,
     aws_credentials: Option<AwsCredentials>,
     timeout: Duration,
+    max_answer_bytes: usize,
     span_settings: SpanSettings,
     tracia_api_key: Option<SecretString>,
     tracia_base_url: reqwest::Url,
@@ -89,6 +92,7 @@ pub struct TraciaBuilder {
     aws_region: Option<String>,
     aws_credentials: Option<AwsCredentials>,
     timeout: Option<Duration>,
+    max_answer_bytes: Option<usize>,
     capture_content: Option<bool>,
     semconv: Option<SemconvMode>,
     http: Option<reqwest::Client>,
@@ -141,6 +145,22 @@ impl TraciaBuilder {
     /// The default timeout of a call (120 s unless set).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// The most bytes of one answer a call takes in: its text, reasoning and tool-call
+    /// arguments as they stream in, or its whole body when not streamed (default
+    /// [`DEFAULT_MAX_ANSWER_BYTES`], 32 MiB). A provider going past it (an endless
+    /// stream) ends the call with `PROVIDER_ERROR` "the answer exceeded N bytes
+    /// (max_answer_bytes)", its connection closed and its span ended as an error. A call
+    /// may set its own (`RunLocal::max_answer_bytes`).
+    ///
+    /// ```
+    /// let tracia = tracia::Tracia::builder().with_max_answer_bytes(1024 * 1024).build().unwrap();
+    /// # drop(tracia);
+    /// ```
+    pub fn with_max_answer_bytes(mut self, max: usize) -> Self {
+        self.max_answer_bytes = Some(max);
         self
     }
 
@@ -224,6 +244,12 @@ impl TraciaBuilder {
                 .unwrap_or_else(|| provider.default_base_url(&aws_region));
             base_urls.insert(provider, parse_base_url(provider, &url)?);
         }
+        for key in api_keys.values() {
+            crate::error::register_secret(key.expose_secret());
+        }
+        if let Some(credentials) = &aws_credentials {
+            credentials.register_secrets();
+        }
         let capture_content = self.capture_content.unwrap_or_else(|| {
             capture_content_from(
                 from_env("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT").as_deref(),
@@ -247,6 +273,9 @@ impl TraciaBuilder {
         let tracia_api_key = self
             .tracia_api_key
             .or_else(|| from_env("TRACIA_API_KEY").map(SecretString::from));
+        if let Some(key) = &tracia_api_key {
+            crate::error::register_secret(key.expose_secret());
+        }
         let tracia_base_url = self
             .tracia_base_url
             .or_else(|| from_env("TRACIA_BASE_URL"))
@@ -269,6 +298,7 @@ impl TraciaBuilder {
                 aws_region,
                 aws_credentials,
                 timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
+                max_answer_bytes: self.max_answer_bytes.unwrap_or(DEFAULT_MAX_ANSWER_BYTES),
                 span_settings: SpanSettings {
                     capture_content,
                     semconv,
@@ -322,6 +352,8 @@ pub(crate) struct CallState {
     pub provider: Provider,
     pub model: String,
     pub timeout: Duration,
+    /// The most bytes of answer taken in ([`TraciaBuilder::with_max_answer_bytes`]).
+    pub max_answer_bytes: usize,
 }
 
 impl CallState {
@@ -606,6 +638,9 @@ impl Tracia {
                 provider,
                 model: input.model,
                 timeout: input.timeout.unwrap_or(self.inner.timeout),
+                max_answer_bytes: input
+                    .max_answer_bytes
+                    .unwrap_or(self.inner.max_answer_bytes),
             },
         })
     }
@@ -617,7 +652,12 @@ impl Tracia {
         provider: Provider,
         call_key: Option<SecretString>,
     ) -> Result<Auth<'_>> {
-        if let Some(key) = call_key.or_else(|| self.inner.api_keys.get(&provider).cloned()) {
+        if let Some(key) = call_key {
+            // A per-call key is configured here, as late as it can be.
+            crate::error::register_secret(key.expose_secret());
+            return Ok(Auth::Key(key));
+        }
+        if let Some(key) = self.inner.api_keys.get(&provider).cloned() {
             return Ok(Auth::Key(key));
         }
         let aws = (provider == Provider::AmazonBedrock)
@@ -642,9 +682,7 @@ impl Tracia {
 
     /// The checks that fail before any I/O, and where the span goes.
     fn validate(&self, input: &RunLocal, session: Placement) -> Result<Placement> {
-        if input.model.trim().is_empty() {
-            return Err(Error::invalid("model is required and cannot be empty"));
-        }
+        crate::provider::check_model(&input.model)?;
         if input.messages.is_empty() {
             return Err(Error::invalid("messages is required and cannot be empty"));
         }
@@ -722,6 +760,10 @@ impl Tracia {
         &self.inner.tracia_base_url
     }
 
+    pub(crate) fn max_answer_bytes(&self) -> usize {
+        self.inner.max_answer_bytes
+    }
+
     pub(crate) fn default_timeout(&self) -> Duration {
         self.inner.timeout
     }
@@ -765,7 +807,7 @@ pub(crate) async fn fetch(
     let timeout = state.timeout;
     let outcome = tokio::time::timeout(timeout, async {
         let response = transport::send(&http, request, state.wire, state.provider, timeout).await?;
-        let body = transport::read_body(response, transport::MAX_RESPONSE_BYTES, timeout).await?;
+        let body = transport::read_answer(response, state.max_answer_bytes, timeout).await?;
         state.wire.decode(&body).map_err(|msg| {
             Error::new(
                 ErrorCode::ProviderError,

@@ -58,6 +58,7 @@ pub struct RunEmbedding {
     pub(crate) provider: Option<Provider>,
     pub(crate) provider_api_key: Option<SecretString>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) max_answer_bytes: Option<usize>,
     pub(crate) tags: Vec<String>,
     pub(crate) user_id: Option<String>,
     pub(crate) session_id: Option<String>,
@@ -253,6 +254,9 @@ impl Tracia {
             self.span_settings(),
         );
         let timeout = input.timeout.unwrap_or_else(|| self.default_timeout());
+        let max_answer = input
+            .max_answer_bytes
+            .unwrap_or_else(|| self.max_answer_bytes());
         let requests = input
             .texts
             .chunks(wire.max_batch(&wire_model))
@@ -275,7 +279,9 @@ impl Tracia {
             .collect::<Result<Vec<_>>>()?;
         let expected = input.texts.len();
         let sent = futures::stream::iter(requests)
-            .map(|request| self.embed_once(request, wire, provider, timeout, expected))
+            .map(|request| {
+                self.embed_once(request, wire, provider, (timeout, max_answer), expected)
+            })
             .buffered(CONCURRENT_REQUESTS)
             .try_collect::<Vec<_>>();
         let outcome = tokio::time::timeout(timeout, sent.instrument(call.span.clone()))
@@ -328,11 +334,11 @@ impl Tracia {
         request: reqwest::Request,
         wire: &'static dyn EmbedWire,
         provider: Provider,
-        timeout: Duration,
+        (timeout, max_answer): (Duration, usize),
         expected: usize,
     ) -> Result<EmbedResponse> {
         let response = transport::send(self.http(), request, wire, provider, timeout).await?;
-        let body = transport::read_body(response, transport::MAX_RESPONSE_BYTES, timeout).await?;
+        let body = transport::read_answer(response, max_answer, timeout).await?;
         let decoded = wire.decode(&body).map_err(embedding_error)?;
         if decoded.vectors.is_empty() || decoded.vectors.len() > expected {
             return Err(embedding_error(format!(
@@ -373,9 +379,7 @@ fn merge(parts: Vec<EmbedResponse>, expected: usize) -> Result<EmbedResponse> {
 
 /// The checks that fail before any I/O, and where the span goes.
 fn validate(input: &RunEmbedding) -> Result<Placement> {
-    if input.model.trim().is_empty() {
-        return Err(Error::invalid("model is required and cannot be empty"));
-    }
+    crate::provider::check_model(&input.model)?;
     if input.texts.is_empty() {
         return Err(Error::invalid("input is required and cannot be empty"));
     }

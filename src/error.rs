@@ -1,7 +1,8 @@
 //! The one error type of the crate, with Tracia's error codes.
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, RwLock};
 use std::time::Duration;
 
 use regex::Regex;
@@ -137,16 +138,29 @@ struct Inner {
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
+/// The longest error message kept, in bytes.
+const MAX_MESSAGE_BYTES: usize = 8 * 1024;
+
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// Builds an error; the message is scrubbed of secrets here, once.
+    /// Builds an error; the message is scrubbed of secrets here, once, and cut to
+    /// [`MAX_MESSAGE_BYTES`] (it goes on the span: a provider's error can be a megabyte).
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let mut message = redact(&message.into());
+        if message.len() > MAX_MESSAGE_BYTES {
+            let mut cut = MAX_MESSAGE_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("…[truncated]");
+        }
         Self {
             inner: Box::new(Inner {
                 code,
                 raw_code: None,
-                message: redact(&message.into()),
+                message,
                 status: None,
                 retry_after: None,
                 source: None,
@@ -294,6 +308,11 @@ impl std::error::Error for Error {
 ///
 /// The patterns are the Tracia SDKs' (OpenAI and Anthropic keys, bearer and basic
 /// credentials, authorization headers, Tracia keys, `api_key=` and `key=` query values).
+/// Besides, the exact values of every secret configured in this process are removed
+/// whatever their shape: provider keys (set in code, from the environment or per call),
+/// the Tracia key, AWS secret keys and session tokens, OTLP header values. Values
+/// shorter than 8 bytes are not scrubbed that way (they would erase common words), and
+/// the most recent 1024 values are kept.
 ///
 /// ```
 /// assert_eq!(tracia::redact("Authorization: Bearer abc.def"), "[REDACTED]");
@@ -319,12 +338,63 @@ pub fn redact(text: &str) -> String {
         .collect()
     });
     let mut out = text.to_owned();
+    // The exact values first: a pattern could otherwise cut one in half and leave
+    // the rest.
+    if let Ok(secrets) = SECRETS.read() {
+        // Longest first: a secret containing another is scrubbed whole.
+        let mut found: Vec<&String> = secrets
+            .iter()
+            .filter(|s| out.contains(s.as_str()))
+            .collect();
+        found.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        for secret in found {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "[REDACTED]");
+            }
+        }
+    }
     for re in PATTERNS.iter() {
         if re.is_match(&out) {
             out = re.replace_all(&out, "[REDACTED]").into_owned();
         }
     }
     out
+}
+
+/// The shortest configured secret [`redact`] removes by value.
+pub(crate) const MIN_SECRET_LEN: usize = 8;
+
+/// How many configured secret values [`redact`] remembers (the most recent ones), so
+/// that a server passing a key per call does not grow the set without end.
+pub(crate) const MAX_SECRETS: usize = 1024;
+
+/// The secret values configured in this process, oldest first (see [`register_secret`]).
+static SECRETS: RwLock<VecDeque<String>> = RwLock::new(VecDeque::new());
+
+/// Remembers a configured secret so that [`redact`] removes its exact value from every
+/// error, span and log line. Called where keys enter the SDK (client and pipeline
+/// builders, per-call keys); values under [`MIN_SECRET_LEN`] bytes are skipped.
+pub(crate) fn register_secret(secret: &str) {
+    let secret = secret.trim();
+    if secret.len() < MIN_SECRET_LEN {
+        return;
+    }
+    if SECRETS
+        .read()
+        .is_ok_and(|s| s.iter().any(|known| known == secret))
+    {
+        return;
+    }
+    let Ok(mut secrets) = SECRETS.write() else {
+        return;
+    };
+    if secrets.iter().any(|known| known == secret) {
+        return;
+    }
+    if secrets.len() == MAX_SECRETS {
+        secrets.pop_front();
+    }
+    secrets.push_back(secret.to_owned());
 }
 
 #[cfg(test)]
@@ -347,6 +417,21 @@ mod tests {
         ] {
             assert!(!out.contains(secret), "{secret} leaked in {out}");
         }
+    }
+
+    #[test]
+    fn scrubs_configured_secrets_of_any_shape() {
+        register_secret("plainRandomValue7Q");
+        register_secret("short");
+        let out = redact("echo: plainRandomValue7Q and short");
+        assert_eq!(out, "echo: [REDACTED] and short");
+    }
+
+    #[test]
+    fn long_messages_are_cut() {
+        let e = Error::new(ErrorCode::ProviderError, "é".repeat(MAX_MESSAGE_BYTES));
+        assert!(e.message().len() <= MAX_MESSAGE_BYTES + "…[truncated]".len());
+        assert!(e.message().ends_with("…[truncated]"));
     }
 
     #[test]

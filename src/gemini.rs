@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::chat::{
     self, ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamAccumulator, StreamEvent,
-    merge_options,
+    merge_options, path_segment,
 };
 use crate::embedding::{EmbedRequest, EmbedResponse, EmbedWire, InputType};
 use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolDefinition};
@@ -59,7 +59,7 @@ impl ChatWire for GeminiChat {
         } else {
             "generateContent"
         };
-        format!("{base_url}/v1beta/models/{model}:{method}")
+        format!("{base_url}/v1beta/models/{}:{method}", path_segment(model))
     }
 
     fn authorize(
@@ -446,7 +446,7 @@ impl EmbedWire for GeminiEmbed {
     fn url(&self, base_url: &str, model: &str) -> String {
         format!(
             "{base_url}/v1beta/models/{}:batchEmbedContents",
-            bare_model(model)
+            path_segment(bare_model(model))
         )
     }
 

@@ -81,6 +81,16 @@
 //! | `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | 2048, 5000, 512 | batch processor |
 //! | `RUST_LOG` | `info` (spans), `warn` (logs) | which spans are exported; Tracia's always are |
 //!
+//! Bounds set in code ([`TraciaBuilder`]) rather than the environment:
+//!
+//! | Setting | Default | Meaning |
+//! |---|---|---|
+//! | [`TraciaBuilder::with_max_answer_bytes`] | [`DEFAULT_MAX_ANSWER_BYTES`] (32 MiB) | the most bytes of one answer (streamed text, reasoning, tool-call arguments, or a non-streamed body); past it, `PROVIDER_ERROR` naming the limit and an ERROR span |
+//! | content attributes | 64 KiB each | `gen_ai.input.messages`, `gen_ai.output.messages`, `gen_ai.tool.definitions`, `tracia.variables`, `tracia.embeddings.input`: longest strings cut (`…[truncated]`), JSON kept valid |
+//!
+//! Secrets: [`redact`] scrubs known key shapes and the exact values of every key
+//! configured in the process (8 bytes or longer) from errors, spans and logs.
+//!
 //! With no exporter configured, spans go by OTLP to `http://localhost:4318`, where
 //! `tracia-collector` listens; with only `TRACIA_API_KEY`, they go to Tracia only.
 //!
@@ -178,7 +188,7 @@ pub use opentelemetry;
 pub use tracing_opentelemetry;
 
 pub use aws::AwsCredentials;
-pub use client::{Tracia, TraciaBuilder};
+pub use client::{DEFAULT_MAX_ANSWER_BYTES, Tracia, TraciaBuilder};
 pub use embedding::{Embedding, EmbeddingResult, InputType, RunEmbedding};
 pub use error::{Error, ErrorCode, redact};
 pub use export::{ExportFailure, ExportStats};

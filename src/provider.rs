@@ -27,6 +27,21 @@ pub enum Provider {
     Voyage,
 }
 
+/// The checks of a model name before any I/O: not empty, no control characters (it
+/// goes into URLs, spans and logs), and not a dot segment (`.` or `..`), which URL
+/// parsing would resolve into another path even percent-encoded.
+pub(crate) fn check_model(model: &str) -> Result<()> {
+    if model.trim().is_empty() {
+        return Err(Error::invalid("model is required and cannot be empty"));
+    }
+    if model.chars().any(char::is_control) || matches!(model.trim(), "." | "..") {
+        return Err(Error::invalid(format!(
+            "model {model:?} is not a model id: it has control characters or is a dot path segment"
+        )));
+    }
+    Ok(())
+}
+
 impl Provider {
     /// Tracia's name for the provider (`openai`, `anthropic`, `google`, `amazon_bedrock`, `voyage`).
     pub fn as_str(self) -> &'static str {

@@ -170,6 +170,12 @@ impl RunResponses {
         self.with(|c| c.timeout(timeout))
     }
 
+    /// The most bytes of this call's answer, instead of the client's
+    /// [`crate::TraciaBuilder::with_max_answer_bytes`].
+    pub fn max_answer_bytes(self, max: usize) -> Self {
+        self.with(|c| c.max_answer_bytes(max))
+    }
+
     /// The OpenAI API key, instead of `OPENAI_API_KEY`.
     pub fn provider_api_key(self, key: impl Into<String>) -> Self {
         self.with(|c| c.provider_api_key(key))

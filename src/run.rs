@@ -29,6 +29,13 @@ macro_rules! call_option_setters {
             self
         }
 
+        /// The most bytes of this call's answer, instead of the client's
+        /// [`crate::TraciaBuilder::with_max_answer_bytes`] (32 MiB unless set there).
+        pub fn max_answer_bytes(mut self, max: usize) -> Self {
+            self.max_answer_bytes = Some(max);
+            self
+        }
+
         /// The same as [`Self::timeout`], in milliseconds as the Tracia SDKs take it.
         pub fn timeout_ms(self, ms: u64) -> Self {
             self.timeout(std::time::Duration::from_millis(ms))
@@ -111,6 +118,7 @@ pub struct RunLocal {
     pub(crate) top_p: Option<f64>,
     pub(crate) stop_sequences: Vec<String>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) max_answer_bytes: Option<usize>,
     pub(crate) tools: Vec<ToolDefinition>,
     pub(crate) tool_choice: Option<ToolChoice>,
     pub(crate) response_format: Option<ResponseFormat>,

@@ -83,7 +83,7 @@ pub(crate) fn input_messages(messages: &[Message]) -> String {
             msg
         })
         .collect();
-    json_text(&Value::Array(out))
+    bounded_json(Value::Array(out))
 }
 
 fn content_parts(content: &Content) -> Vec<Value> {
@@ -119,7 +119,7 @@ pub(crate) fn output_messages(
         parts.push(json!({"type": "text", "content": text}));
     }
     parts.extend(tool_calls.iter().map(tool_call_part));
-    json_text(&json!([{"role": "assistant", "parts": parts, "finish_reason": finish_reason}]))
+    bounded_json(json!([{"role": "assistant", "parts": parts, "finish_reason": finish_reason}]))
 }
 
 /// `gen_ai.tool.definitions`; without `full`, names only (the semconv advises against
@@ -138,13 +138,74 @@ pub(crate) fn tool_definitions(tools: &[ToolDefinition], full: bool) -> String {
             v
         })
         .collect();
-    json_text(&Value::Array(out))
+    bounded_json(Value::Array(out))
 }
 
 /// The compact JSON text of `value`, as `Value::to_string` writes it, without going
 /// through `fmt::Display` (several times slower for the messages of every call).
 fn json_text(value: &Value) -> String {
     serde_json::to_string(value).unwrap_or_default()
+}
+
+/// The most bytes of one content attribute on a span (`gen_ai.input.messages`,
+/// `gen_ai.output.messages`, `gen_ai.tool.definitions`, `tracia.variables`,
+/// `tracia.embeddings.input`): 64 KiB, so that no span carries megabytes.
+pub(crate) const MAX_CONTENT_ATTRIBUTE_BYTES: usize = 64 * 1024;
+
+/// What ends a string (or, as a last resort, an attribute) cut to fit.
+pub(crate) const TRUNCATED_MARKER: &str = "…[truncated]";
+
+/// The JSON text of a content attribute, within [`MAX_CONTENT_ATTRIBUTE_BYTES`]. Over
+/// it, the longest strings are cut (each ending with [`TRUNCATED_MARKER`]), their
+/// allowed length halved until the text fits, so the JSON stays valid and readers (the
+/// Tracia exporter) still find every message; only a value made of countless short
+/// pieces is cut as text.
+pub(crate) fn bounded_json(mut value: Value) -> String {
+    let text = json_text(&value);
+    if text.len() <= MAX_CONTENT_ATTRIBUTE_BYTES {
+        return text;
+    }
+    let mut keep = MAX_CONTENT_ATTRIBUTE_BYTES / 2;
+    let mut text = text;
+    while keep >= 64 {
+        shorten_strings(&mut value, keep);
+        text = json_text(&value);
+        if text.len() <= MAX_CONTENT_ATTRIBUTE_BYTES {
+            return text;
+        }
+        keep /= 2;
+    }
+    let mut cut = MAX_CONTENT_ATTRIBUTE_BYTES - TRUNCATED_MARKER.len();
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(TRUNCATED_MARKER);
+    text
+}
+
+/// [`bounded_json`] of anything serializable (variables, texts to embed).
+pub(crate) fn bounded_json_of(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .map(bounded_json)
+        .unwrap_or_default()
+}
+
+/// Cuts every string in `value` longer than `keep` bytes to `keep`, plus the marker.
+fn shorten_strings(value: &mut Value, keep: usize) {
+    match value {
+        Value::String(s) if s.len() > keep + TRUNCATED_MARKER.len() => {
+            let mut cut = keep;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            s.truncate(cut);
+            s.push_str(TRUNCATED_MARKER);
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| shorten_strings(v, keep)),
+        Value::Object(map) => map.values_mut().for_each(|v| shorten_strings(v, keep)),
+        _ => {}
+    }
 }
 
 /// Reads `gen_ai.input.messages` back into Tracia messages (for the Tracia exporter).
@@ -245,6 +306,29 @@ pub(crate) fn tools_from(json_text: &str) -> Vec<ToolDefinition> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_attributes_are_bounded_and_stay_valid_json() {
+        let long = "é".repeat(MAX_CONTENT_ATTRIBUTE_BYTES);
+        let messages = [Message::system("Be terse."), Message::user(long.as_str())];
+        let text = input_messages(&messages);
+        assert!(text.len() <= MAX_CONTENT_ATTRIBUTE_BYTES, "{}", text.len());
+        let back = messages_from_input(&text);
+        assert_eq!(back.len(), 2, "every message is still there");
+        assert_eq!(
+            back[0].content.text(),
+            "Be terse.",
+            "short strings are kept whole"
+        );
+        assert!(back[1].content.text().ends_with(TRUNCATED_MARKER));
+        // Countless short pieces: cut as text, with the marker.
+        let many: Vec<String> = (0..40_000).map(|i| i.to_string()).collect();
+        let text = bounded_json_of(&many);
+        assert!(text.len() <= MAX_CONTENT_ATTRIBUTE_BYTES);
+        assert!(text.ends_with(TRUNCATED_MARKER));
+        // Small values are untouched.
+        assert_eq!(bounded_json_of(&["a", "b"]), r#"["a","b"]"#);
+    }
 
     #[test]
     fn messages_round_trip_through_the_span_json() {

@@ -352,7 +352,7 @@ impl CallSpan {
         }
         string_array(&span, semconv::REQUEST_ENCODING_FORMATS, ["float"]);
         if settings.capture_content {
-            let texts = serde_json::to_string(&input.texts).unwrap_or_default();
+            let texts = semconv::bounded_json_of(&input.texts);
             span.record("tracia.embeddings.input", texts);
         }
         Self::place(span, started, start.placement, settings, start.send)
@@ -391,7 +391,7 @@ impl CallSpan {
                 span.record("gen_ai.input.messages", semconv::input_messages(messages));
             }
             if !start.variables.is_empty() {
-                let vars = serde_json::to_string(start.variables).unwrap_or_default();
+                let vars = semconv::bounded_json_of(start.variables);
                 span.record("tracia.variables", vars);
             }
         }
@@ -743,7 +743,7 @@ fn record_request(
     if settings.capture_content && !span.is_disabled() {
         span.record("gen_ai.input.messages", semconv::input_messages(messages));
         if !input.variables.is_empty() {
-            let vars = serde_json::to_string(&input.variables).unwrap_or_default();
+            let vars = semconv::bounded_json_of(&input.variables);
             span.record("tracia.variables", vars);
         }
     }

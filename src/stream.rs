@@ -271,6 +271,9 @@ impl<T> StreamCore<T> {
         if std::mem::replace(&mut self.ended, true) {
             return;
         }
+        // The body is dropped now, which closes the connection: a provider streaming on
+        // (an endless answer) is not read a byte more, whoever still holds the stream.
+        self.events = Box::pin(futures::stream::empty());
         let response = std::mem::take(&mut self.acc).finish();
         let outcome = match ending {
             Ending::Complete => {
@@ -316,6 +319,10 @@ impl<T> StreamCore<T> {
             })?;
         for ev in decoded {
             let ev = self.acc.resolve(ev);
+            // Checked before the event is kept: the answer held stays within the cap.
+            if self.acc.answer_bytes() + ev.answer_len() > self.state.max_answer_bytes {
+                return Err(transport::answer_too_large(self.state.max_answer_bytes));
+            }
             let content = matches!(
                 ev,
                 StreamEvent::Text(_)

@@ -362,6 +362,7 @@ impl TelemetryBuilder {
             let filter =
                 EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
             tracing_subscriber::fmt::layer()
+                .fmt_fields(EscapedFields)
                 .with_writer(std::io::stderr)
                 .with_ansi(colour(std::io::stderr().is_terminal()))
                 .with_filter(filter)
@@ -416,6 +417,13 @@ impl TelemetryBuilder {
             None => HashMap::new(),
         };
         headers.extend(self.otlp_headers.clone());
+        for value in headers.values() {
+            crate::error::register_secret(value);
+            // The credential of `Bearer …`-like values, which a server may echo alone.
+            if let Some(token) = value.split_whitespace().nth(1) {
+                crate::error::register_secret(token);
+            }
+        }
         let timeout = self.otlp_timeout.unwrap_or_else(|| {
             env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
                 .or_else(|| env("OTEL_EXPORTER_OTLP_TIMEOUT"))
@@ -672,6 +680,50 @@ impl Drop for TelemetryGuard {
             // threads, so this finishes even on a current-thread runtime.
             let _ = provider.shutdown();
         }
+    }
+}
+
+/// A `tracing_subscriber::fmt` field formatter that escapes control characters in
+/// every field (the message included) as Rust escapes (`\n`, `\u{1b}`): values from
+/// outside (model names, provider messages, paths, headers) cannot forge log lines nor
+/// drive the operator's terminal, whatever call site logs them. Fields are formatted
+/// as `fmt`'s default would, then escaped; the formatter's own colours are untouched.
+/// [`TelemetryBuilder::init`] uses it for its `fmt` layer.
+///
+/// ```
+/// use tracing_subscriber::layer::SubscriberExt;
+/// let subscriber = tracing_subscriber::registry()
+///     .with(tracing_subscriber::fmt::layer().fmt_fields(tracia::telemetry::EscapedFields));
+/// tracing::subscriber::with_default(subscriber, || {
+///     tracing::warn!(model = "gpt-4o\nINFO forged", "call failed");
+/// });
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EscapedFields;
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for EscapedFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut plain = String::new();
+        tracing_subscriber::fmt::format::DefaultFields::new().format_fields(
+            tracing_subscriber::fmt::format::Writer::new(&mut plain),
+            fields,
+        )?;
+        if !plain.chars().any(char::is_control) {
+            return writer.write_str(&plain);
+        }
+        let mut escaped = String::with_capacity(plain.len() + 16);
+        for c in plain.chars() {
+            if c.is_control() {
+                escaped.extend(c.escape_default());
+            } else {
+                escaped.push(c);
+            }
+        }
+        writer.write_str(&escaped)
     }
 }
 

@@ -123,6 +123,7 @@ impl TraciaExporterBuilder {
                     "The Tracia exporter needs an API key: set TRACIA_API_KEY or call with_api_key",
                 )
             })?;
+        crate::error::register_secret(api_key.expose_secret());
         let base = self
             .base_url
             .or_else(|| crate::config::env("TRACIA_BASE_URL"))

@@ -114,6 +114,32 @@ pub(crate) fn too_large_error(what: &str) -> Error {
     )
 }
 
+/// `PROVIDER_ERROR` for an answer over the client's `max_answer_bytes`, naming it.
+pub(crate) fn answer_too_large(max_answer_bytes: usize) -> Error {
+    Error::new(
+        ErrorCode::ProviderError,
+        format!(
+            "LLM provider error: the answer exceeded {max_answer_bytes} bytes (max_answer_bytes)"
+        ),
+    )
+}
+
+/// Reads a whole non-streamed answer, refusing one over `max_answer_bytes` (or over
+/// [`MAX_RESPONSE_BYTES`], whichever is lower) with the error naming that limit.
+pub(crate) async fn read_answer(
+    response: reqwest::Response,
+    max_answer_bytes: usize,
+    timeout: Duration,
+) -> Result<Bytes> {
+    if max_answer_bytes >= MAX_RESPONSE_BYTES {
+        return read_body(response, MAX_RESPONSE_BYTES, timeout).await;
+    }
+    read_limited(response, max_answer_bytes, timeout, || {
+        answer_too_large(max_answer_bytes)
+    })
+    .await
+}
+
 /// Reads a whole response body, refusing one over `limit` bytes: at once by its
 /// `Content-Length`, else as soon as more than that has arrived.
 pub(crate) async fn read_body(
@@ -121,15 +147,24 @@ pub(crate) async fn read_body(
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes> {
+    read_limited(response, limit, timeout, || too_large_error("the response")).await
+}
+
+async fn read_limited(
+    response: reqwest::Response,
+    limit: usize,
+    timeout: Duration,
+    too_large: impl Fn() -> Error,
+) -> Result<Bytes> {
     if response.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(too_large_error("the response"));
+        return Err(too_large());
     }
     let mut body = bytes::BytesMut::new();
     let mut chunks = response.bytes_stream();
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| transport_error(e, timeout))?;
         if body.len() + chunk.len() > limit {
-            return Err(too_large_error("the response"));
+            return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }

@@ -100,6 +100,8 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
+        // Control characters in logged values (model names, paths, errors) escaped.
+        .fmt_fields(tracia::telemetry::EscapedFields)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(

@@ -636,8 +636,13 @@ async fn prompts_are_created_versioned_renamed_and_deleted() {
 /// A collector whose prompt runs go to `fake`, with the `openai/chat-1` prompt
 /// ("Tell me a joke about {{topic}}" on gpt-3.5-turbo) created.
 async fn run_setup(fake: &FakeProvider) -> (tempfile::TempDir, AppState, axum::Router) {
+    run_setup_with(support::client(fake)).await
+}
+
+/// The same, with the collector's LLM client built by the caller.
+async fn run_setup_with(llm: tracia::Tracia) -> (tempfile::TempDir, AppState, axum::Router) {
     let (dir, state) = test_state();
-    let state = state.with_llm(support::client(fake));
+    let state = state.with_llm(llm);
     let app = app(state.clone());
     let created = post(
         &app,
@@ -926,6 +931,84 @@ async fn provider_failures_answer_500_and_store_an_error_span() {
     .await;
     assert_eq!(span.body["error"], message);
     assert_eq!(span.body["output"], Value::Null);
+}
+
+/// A provider error echoing the collector's own key, of no known key shape: the
+/// caller's answer and the stored span never carry it.
+#[tokio::test]
+async fn a_provider_echoing_the_collectors_key_gets_it_nowhere() {
+    const KEY: &str = "collectorPlainKey4711xyz";
+    let fake = FakeProvider::start().await;
+    fake.enqueue_openai_error(
+        401,
+        &format!("Incorrect API key provided: {KEY}. You can find your API key at https://platform.openai.com/account/api-keys."),
+        "invalid_request_error",
+        Some("invalid_api_key"),
+    );
+    let llm = support::client_with(&fake, |b| b.with_api_key(tracia::Provider::OpenAi, KEY));
+    let (_dir, _state, app) = run_setup_with(llm).await;
+    let run = post(
+        &app,
+        "/api/v1/prompts/joke/run",
+        json!({"variables": {"topic": "x"}}),
+    )
+    .await;
+    assert_error(&run, 500, "PROVIDER_ERROR");
+    assert_eq!(
+        fake.requests().await[0].header("authorization"),
+        Some(format!("Bearer {KEY}").as_str()),
+        "the key itself went to the provider"
+    );
+    let message = run.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Incorrect API key provided: [REDACTED]"),
+        "{message}"
+    );
+    let errors = get(&app, "/api/v1/spans?status=ERROR").await;
+    let spans = errors.body["spans"].as_array().unwrap();
+    assert_eq!(spans.len(), 1);
+    let span = get(
+        &app,
+        &format!("/api/v1/spans/{}", spans[0]["spanId"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(span.body["error"], message);
+    for text in [
+        run.body.to_string(),
+        errors.body.to_string(),
+        span.body.to_string(),
+    ] {
+        assert!(!text.contains(KEY), "the key leaked: {text}");
+    }
+}
+
+/// A run's model override with `../` and a query: the provider sees its model
+/// endpoint with the name as one encoded segment, never another path.
+#[tokio::test]
+async fn a_model_override_cannot_reach_another_provider_path() {
+    let fake = FakeProvider::start().await;
+    fake.enqueue_fixture("google/generate-content");
+    let llm = support::client_with(&fake, |b| {
+        b.with_api_key(tracia::Provider::Google, "google-test-key-0123")
+            .with_base_url(tracia::Provider::Google, fake.url())
+    });
+    let (_dir, _state, app) = run_setup_with(llm).await;
+    let run = post(
+        &app,
+        "/api/v1/prompts/joke/run",
+        json!({"model": "gemini-2.0-flash/../../../v1beta/files?x=1", "variables": {"topic": "x"}}),
+    )
+    .await;
+    assert_eq!(run.status, StatusCode::OK, "{}", run.body);
+    let requests = fake.requests().await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        (requests[0].path.as_str(), requests[0].query.as_deref()),
+        (
+            "/v1beta/models/gemini-2.0-flash%2F..%2F..%2F..%2Fv1beta%2Ffiles%3Fx%3D1:generateContent",
+            None
+        )
+    );
 }
 
 #[tokio::test]
