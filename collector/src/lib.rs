@@ -27,7 +27,7 @@
 //! | `GET /api/ui/traces`, `/api/ui/traces/{traceId}` | trace summaries (filtered, paginated) and a trace's spans, for the UI |
 //! | `GET /api/ui/sessions`, `/api/ui/sessions/{sessionId}` | sessions and a session's traces, for the UI |
 //! | `GET /api/ui/prompts/{slug}/versions` | every version of a prompt, newest first |
-//! | `GET /api/ui/status` | `{"version", "forwarding": [{"target", "pending", "forwarded", "failed", "dropped"}]}` ([`forward::TargetStats`]) |
+//! | `GET /api/ui/status` | `{"version", "forwarding": [{"target", "pending", "forwarded", "failed", "dropped"}], "truncated": {"spans", "values", "bytes", "dropped"}}` ([`forward::TargetStats`], [`limits::CutTotals`]) |
 //! | `GET /healthz` | `ok` (never needs a key, never rate limited) |
 //!
 //! Errors under `/api` are Tracia's `{"error": {"code", "message"}}`: 400
@@ -85,9 +85,11 @@ use axum::routing::{get, post};
 use tower_http::decompression::RequestDecompressionLayer;
 
 pub mod api;
+pub mod conn;
 pub mod forward;
 pub mod grpc;
 pub mod ingest;
+pub mod limits;
 pub mod model;
 pub mod otlp;
 pub mod prompts;
@@ -187,6 +189,10 @@ pub struct AppState {
     pub api_keys: security::ApiKeys,
     /// The collector-wide rate limit, if any.
     pub rate_limiter: Option<Arc<security::RateLimiter>>,
+    /// The bounds on what a received span may store.
+    pub limits: limits::Limits,
+    /// What the bounds cut, since start.
+    pub cut: Arc<limits::CutStats>,
 }
 
 impl AppState {
@@ -205,6 +211,8 @@ impl AppState {
                 .expect("the default provider client builds"),
             api_keys: security::ApiKeys::default(),
             rate_limiter: security::RateLimiter::new(security::DEFAULT_RATE_LIMIT).map(Arc::new),
+            limits: limits::Limits::default(),
+            cut: Arc::default(),
         }
     }
 
@@ -235,6 +243,14 @@ impl AppState {
     /// At most `per_second` requests a second over the whole collector; 0 for no limit.
     pub fn with_rate_limit(mut self, per_second: u32) -> Self {
         self.rate_limiter = security::RateLimiter::new(per_second).map(Arc::new);
+        self
+    }
+}
+
+impl AppState {
+    /// Bounds received spans by `limits` (instead of [`limits::Limits::default`]).
+    pub fn with_limits(mut self, limits: limits::Limits) -> Self {
+        self.limits = limits;
         self
     }
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tracia_collector::conn::{ConnLimits, raise_fd_limit, serve_http};
 use tracia_collector::forward::{DEFAULT_TRACIA_BASE_URL, Forwarder};
+use tracia_collector::limits::Limits;
 use tracia_collector::security::{ApiKeys, DEFAULT_RATE_LIMIT};
 use tracia_collector::store::Store;
 use tracia_collector::{
@@ -81,6 +83,12 @@ struct Args {
     /// TRACIA_API_KEY (required) to TRACIA_BASE_URL (default https://app.tracia.io).
     #[arg(long, env = "TRACIA_COLLECTOR_FORWARD_TRACIA")]
     forward_tracia: bool,
+
+    #[command(flatten)]
+    limits: Limits,
+
+    #[command(flatten)]
+    connections: ConnLimits,
 }
 
 #[tokio::main]
@@ -154,24 +162,37 @@ async fn main() -> ExitCode {
         .with_forwarder(forwarder)
         .with_llm(llm)
         .with_api_keys(api_keys)
-        .with_rate_limit(args.rate_limit);
+        .with_rate_limit(args.rate_limit)
+        .with_limits(args.limits);
+    let connections = match raise_fd_limit() {
+        Some(fds) => args.connections.fit_to(fds),
+        None => args.connections,
+    };
     // Either server stopping (a signal, or a failure) stops the other one too.
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
     let http = async {
-        let result = axum::serve(http_listener, app(state.clone()))
-            .with_graceful_shutdown(until_stopped(stopped.clone()))
-            .await
-            .map_err(|e| format!("OTLP/HTTP server: {e}"));
+        serve_http(
+            http_listener,
+            app(state.clone()),
+            connections,
+            until_stopped(stopped.clone()),
+        )
+        .await;
         stop.send_replace(true);
-        result
+        Ok::<(), String>(())
     };
     let grpc = async {
-        let result = grpc::serve(grpc_listener, state.clone(), until_stopped(stopped.clone()))
-            .await
-            .map_err(|e| format!("OTLP/gRPC server: {e}"));
+        let result = grpc::serve_with(
+            grpc_listener,
+            state.clone(),
+            connections,
+            until_stopped(stopped.clone()),
+        )
+        .await
+        .map_err(|e| format!("OTLP/gRPC server: {e}"));
         stop.send_replace(true);
         result
     };
