@@ -259,3 +259,37 @@ async fn a_small_export_is_committed_while_a_big_one_is_being_written() {
     let last = format!("sp_{}", hex(&2000_u64.to_be_bytes()));
     assert!(state.store.get_span(&last).await.unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_span_over_grpc_is_stored_truncated() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use tonic::codec::CompressionEncoding;
+
+    let (dir, state) = common::test_state();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(tracia_collector::grpc::serve(
+        listener,
+        state.clone(),
+        std::future::pending(),
+    ));
+    let mut client = TraceServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+        .send_compressed(CompressionEncoding::Gzip);
+    let before = dir_size(dir.path());
+    tokio::time::timeout(GUARD, client.export(hostile_request()))
+        .await
+        .unwrap()
+        .unwrap();
+    let grown = dir_size(dir.path()) - before;
+    assert!(grown <= STORED_BOUND, "stored {grown} bytes");
+    let span_id = format!("sp_{}", hex(&SPAN_ID));
+    let record = state.store.get_span(&span_id).await.unwrap().unwrap();
+    assert!(
+        record.attributes[TRUNCATED_ATTRIBUTE]["bytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}
