@@ -55,6 +55,15 @@
 //! | `--forward-otlp URL` (repeatable) | `TRACIA_COLLECTOR_FORWARD_OTLP` (comma-separated) | none | also POST every received request, as OTLP/HTTP protobuf, to `URL/v1/traces` |
 //! | `--forward-tracia` | `TRACIA_COLLECTOR_FORWARD_TRACIA` | off | also send every GenAI span to Tracia (`POST /api/v1/spans`); needs `TRACIA_API_KEY`, uses `TRACIA_BASE_URL` (default `https://app.tracia.io`) |
 //!
+//! | `--max-value-bytes N` | `TRACIA_COLLECTOR_MAX_VALUE_BYTES` | `65536` | bytes kept of one attribute value ([`limits`]) |
+//! | `--max-span-bytes N` | `TRACIA_COLLECTOR_MAX_SPAN_BYTES` | `1048576` | bytes of a span's stored JSON |
+//! | `--max-attributes N` | `TRACIA_COLLECTOR_MAX_ATTRIBUTES` | `256` | attributes kept per span (and per event) |
+//! | `--max-events N` | `TRACIA_COLLECTOR_MAX_EVENTS` | `128` | events kept per span |
+//! | `--max-connections N` | `TRACIA_COLLECTOR_MAX_CONNECTIONS` | `1024` | open connections per port ([`conn`]) |
+//! | `--header-read-timeout TIME` | `TRACIA_COLLECTOR_HEADER_READ_TIMEOUT` | `10s` | HTTP request headers (and idle keep-alive), gRPC preface |
+//! | `--max-connection-age TIME` | `TRACIA_COLLECTOR_MAX_CONNECTION_AGE` | `10m` | gRPC connections are then renewed |
+//! | `--request-timeout TIME` | `TRACIA_COLLECTOR_REQUEST_TIMEOUT` | `120s` | one gRPC export |
+//!
 //! Forwarding never slows ingestion: each target has a bounded queue (128 MiB of
 //! encoded spans), batches, retries with backoff, and counts what it drops or fails
 //! to deliver (see [`forward`]).
