@@ -14,7 +14,7 @@
 //! | Bound | Default | Flag |
 //! |---|---|---|
 //! | bytes of one attribute value (or event attribute, or status message) | 64 KiB | `--max-value-bytes` |
-//! | bytes of a name, an attribute key, and of the indexed columns (service, model, provider, session, user, prompt, each tag) | 1 KiB | — |
+//! | bytes of a name, an attribute key, and of the indexed columns (trace and parent ids of REST spans, service, model, provider, session, user, prompt, each tag) | 1 KiB | — |
 //! | bytes of a span's stored JSON (attributes, events, messages, output, tools) | 1 MiB | `--max-span-bytes` |
 //! | attributes per span (and per event) | 256 | `--max-attributes` |
 //! | events per span | 128 | `--max-events` |
@@ -239,7 +239,8 @@ impl Limits {
         format!("{}{}", &text[..end], marker(text.len() - end))
     }
 
-    /// Bounds what `record` stores: its indexed columns to [`Limits::max_name_bytes`],
+    /// Bounds what `record` stores: its indexed columns (trace and parent ids of REST
+    /// spans included) to [`Limits::max_name_bytes`],
     /// its error to [`Limits::max_value_bytes`], and its JSON document to
     /// [`Limits::max_span_bytes`] by replacing its biggest values (attributes, input,
     /// output, variables, tools, tool calls) with a marker; then notes `cut`, if
@@ -258,6 +259,8 @@ impl Limits {
     pub fn bound_record(&self, record: &mut SpanRecord, cut: &mut Cut) -> usize {
         let name_bytes = self.max_name_bytes;
         for column in [
+            &mut record.trace_id,
+            &mut record.parent_span_id,
             &mut record.service_name,
             &mut record.model,
             &mut record.provider,

@@ -293,3 +293,35 @@ async fn a_hostile_span_over_grpc_is_stored_truncated() {
             > 0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_rest_span_is_stored_bounded() {
+    let (dir, state) = common::test_state();
+    let app = app(state.clone());
+    // 1.5 MiB of control characters: 9 MiB of JSON, under the 10 MiB body limit.
+    let output = "\u{1}".repeat(3 * 512 * 1024);
+    let body = serde_json::json!({
+        "spanId": "sp_00f067aa0ba902b7", "model": "gpt-4o", "output": output,
+        "traceId": format!("tr_{}", "f".repeat(4096)),
+    });
+    let before = dir_size(dir.path());
+    let request = axum::http::Request::post("/api/v1/spans")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(app.clone(), request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let grown = dir_size(dir.path()) - before;
+    assert!(grown <= STORED_BOUND, "stored {grown} bytes");
+    let record = state
+        .store
+        .get_span("sp_00f067aa0ba902b7")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.output.unwrap().starts_with("…[truncated "));
+    assert!(record.trace_id.unwrap().len() < 1100);
+    assert_eq!(record.attributes[TRUNCATED_ATTRIBUTE]["values"], 2);
+}
