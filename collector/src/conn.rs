@@ -208,7 +208,7 @@ async fn accept(
 
 /// The gRPC listener's connections within `limits`: at most
 /// [`ConnLimits::max_connections`] at once, each closed when its preface does not
-/// arrive within [`ConnLimits::header_read_timeout`].
+/// arrive (whole) within [`ConnLimits::header_read_timeout`].
 pub fn grpc_incoming(
     listener: TcpListener,
     limits: ConnLimits,
@@ -242,13 +242,17 @@ pub fn grpc_incoming(
     )
 }
 
-/// A connection holding its slot, closed (reads fail) when nothing arrives before its
-/// first deadline.
+/// The HTTP/2 connection preface a gRPC client sends first (`PRI * HTTP/2.0…`).
+const PREFACE_BYTES: usize = 24;
+
+/// A connection holding its slot, closed (reads fail) when its first
+/// [`PREFACE_BYTES`] bytes have not arrived by a deadline: a client that sends nothing,
+/// or trickles its preface, does not keep the slot.
 #[derive(Debug)]
 pub struct Guarded {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
-    first_byte: Option<Pin<Box<Sleep>>>,
+    preface: Option<(Pin<Box<Sleep>>, usize)>,
 }
 
 impl Guarded {
@@ -256,7 +260,7 @@ impl Guarded {
         Self {
             stream,
             _permit: permit,
-            first_byte: Some(Box::pin(tokio::time::sleep(timeout))),
+            preface: Some((Box::pin(tokio::time::sleep(timeout)), 0)),
         }
     }
 }
@@ -277,13 +281,15 @@ impl AsyncRead for Guarded {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if let Some(deadline) = &mut self.first_byte {
-            if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-                self.first_byte = None;
-            } else if deadline.as_mut().poll(cx).is_ready() {
+        let read = buf.filled().len() - before;
+        if let Some((deadline, received)) = &mut self.preface {
+            *received += read;
+            if *received >= PREFACE_BYTES {
+                self.preface = None;
+            } else if read == 0 && deadline.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "nothing received before the header read timeout",
+                    "no connection preface before the header read timeout",
                 )));
             }
         }

@@ -148,3 +148,16 @@ async fn a_kept_alive_http_connection_is_closed_when_idle() {
     // Kept alive, then nothing more: closed after the header read timeout.
     closed_by_server(socket).await;
 }
+
+#[tokio::test]
+async fn a_trickled_request_line_or_preface_is_closed() {
+    let (_dir, http, grpc_addr) = start().await;
+    for (addr, start) in [
+        (http, &b"GET /healthz HT"[..]),
+        (grpc_addr, &b"PRI * HTTP/2.0"[..]),
+    ] {
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        socket.write_all(start).await.unwrap();
+        closed_by_server(socket).await;
+    }
+}
