@@ -246,7 +246,7 @@ pub fn grpc_incoming(
 const PREFACE_BYTES: usize = 24;
 
 /// A connection holding its slot, closed (reads fail) when its first
-/// [`PREFACE_BYTES`] bytes have not arrived by a deadline: a client that sends nothing,
+/// 24 bytes (the HTTP/2 preface) have not arrived by a deadline: a client that sends nothing,
 /// or trickles its preface, does not keep the slot.
 #[derive(Debug)]
 pub struct Guarded {

@@ -54,7 +54,6 @@
 //! | `--rate-limit N` | `TRACIA_COLLECTOR_RATE_LIMIT` | `1000` | requests a second over the whole collector, 429 beyond; `0` for none |
 //! | `--forward-otlp URL` (repeatable) | `TRACIA_COLLECTOR_FORWARD_OTLP` (comma-separated) | none | also POST every received request, as OTLP/HTTP protobuf, to `URL/v1/traces` |
 //! | `--forward-tracia` | `TRACIA_COLLECTOR_FORWARD_TRACIA` | off | also send every GenAI span to Tracia (`POST /api/v1/spans`); needs `TRACIA_API_KEY`, uses `TRACIA_BASE_URL` (default `https://app.tracia.io`) |
-//!
 //! | `--max-value-bytes N` | `TRACIA_COLLECTOR_MAX_VALUE_BYTES` | `65536` | bytes kept of one attribute value ([`limits`]) |
 //! | `--max-span-bytes N` | `TRACIA_COLLECTOR_MAX_SPAN_BYTES` | `1048576` | bytes of a span's stored JSON |
 //! | `--max-attributes N` | `TRACIA_COLLECTOR_MAX_ATTRIBUTES` | `256` | attributes kept per span (and per event) |

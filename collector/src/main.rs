@@ -164,10 +164,14 @@ async fn main() -> ExitCode {
         .with_api_keys(api_keys)
         .with_rate_limit(args.rate_limit)
         .with_limits(args.limits);
-    let connections = match raise_fd_limit() {
-        Some(fds) => args.connections.fit_to(fds),
-        None => args.connections,
-    };
+    let fds = raise_fd_limit();
+    let connections = fds.map_or(args.connections, |fds| args.connections.fit_to(fds));
+    tracing::info!(
+        "connections: at most {} per port, headers within {:?}; open-file limit {}",
+        connections.max_connections,
+        connections.header_read_timeout,
+        fds.map_or("unknown".to_owned(), |fds| fds.to_string()),
+    );
     // Either server stopping (a signal, or a failure) stops the other one too.
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
