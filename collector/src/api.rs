@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::forward::TargetStats;
+use crate::limits::CutTotals;
 use crate::model::{SpanRecord, SpanStatus};
 use crate::otlp::{self, Encoding};
 use crate::time::iso8601;
@@ -143,13 +144,16 @@ pub struct CollectorStatus {
     pub version: &'static str,
     /// Each forwarding target's counts, in the order of the flags.
     pub forwarding: Vec<TargetStats>,
+    /// What the bounds on received spans cut, since start ([`crate::limits`]).
+    pub truncated: CutTotals,
 }
 
-/// `GET /api/ui/status`: the version and the forwarding counts.
+/// `GET /api/ui/status`: the version, the forwarding counts and what was truncated.
 pub async fn status(State(state): State<AppState>) -> axum::Json<CollectorStatus> {
     axum::Json(CollectorStatus {
         version: env!("CARGO_PKG_VERSION"),
         forwarding: state.forward.stats(),
+        truncated: state.cut.totals(),
     })
 }
 

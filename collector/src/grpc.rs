@@ -6,6 +6,7 @@
 //! is answered `UNAUTHENTICATED` (or `RESOURCE_EXHAUSTED`) without costing memory.
 
 use std::future::Future;
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -17,9 +18,9 @@ use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
+use crate::conn::{ConnLimits, grpc_incoming};
 use crate::security::Caller;
 use crate::{AppState, MAX_BODY_BYTES, ingest};
 
@@ -85,7 +86,8 @@ pub fn service(state: AppState) -> InterceptedService<TraceServiceServer<TraceRe
     InterceptedService::new(server, admit)
 }
 
-/// Serves [`service`] on `listener` until `shutdown` resolves.
+/// Serves [`service`] on `listener` until `shutdown` resolves, within the default
+/// [`ConnLimits`] ([`serve_with`]).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -101,8 +103,47 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(listener, state, ConnLimits::default(), shutdown).await
+}
+
+/// Serves [`service`] on `listener` within `limits` until `shutdown` resolves: at most
+/// `max_connections` at once, the preface within `header_read_timeout`, connections
+/// renewed after `max_connection_age`, exports cut off after `request_timeout`, dead
+/// peers found by HTTP/2 pings (see [`crate::conn`]).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = tracia_collector::store::Store::open(dir.path()).unwrap();
+/// let state = tracia_collector::AppState::new(store);
+/// let limits = tracia_collector::conn::ConnLimits { max_connections: 32, ..Default::default() };
+/// tracia_collector::grpc::serve_with(listener, state, limits, async {}).await.unwrap();
+/// # }
+/// ```
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
+        .timeout(limits.request_timeout)
+        .max_connection_age(limits.max_connection_age)
+        .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .concurrency_limit_per_connection(MAX_REQUESTS_PER_CONNECTION)
         .add_service(service(state))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(grpc_incoming(listener, limits), shutdown)
         .await
 }
+
+/// How long a connection past its age may finish its exports.
+const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
+/// How often an HTTP/2 ping checks that the peer is there.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Exports served at once on one connection.
+const MAX_REQUESTS_PER_CONNECTION: usize = 64;

@@ -27,7 +27,7 @@
 //! | `GET /api/ui/traces`, `/api/ui/traces/{traceId}` | trace summaries (filtered, paginated) and a trace's spans, for the UI |
 //! | `GET /api/ui/sessions`, `/api/ui/sessions/{sessionId}` | sessions and a session's traces, for the UI |
 //! | `GET /api/ui/prompts/{slug}/versions` | every version of a prompt, newest first |
-//! | `GET /api/ui/status` | `{"version", "forwarding": [{"target", "pending", "forwarded", "failed", "dropped"}]}` ([`forward::TargetStats`]) |
+//! | `GET /api/ui/status` | `{"version", "forwarding": [{"target", "pending", "forwarded", "failed", "dropped"}], "truncated": {"spans", "values", "bytes", "dropped"}}` ([`forward::TargetStats`], [`limits::CutTotals`]) |
 //! | `GET /healthz` | `ok` (never needs a key, never rate limited) |
 //!
 //! Errors under `/api` are Tracia's `{"error": {"code", "message"}}`: 400
@@ -61,6 +61,14 @@
 //! | `--allowed-host HOST` (repeatable) | `TRACIA_COLLECTOR_ALLOWED_HOSTS` (comma-separated) | none | other `Host` names to serve (`name` or `name:port`), besides loopback names or the bound IP; see [`admission`] |
 //! | `--forward-otlp URL` (repeatable) | `TRACIA_COLLECTOR_FORWARD_OTLP` (comma-separated) | none | also POST every received request, as OTLP/HTTP protobuf, to `URL/v1/traces` |
 //! | `--forward-tracia` | `TRACIA_COLLECTOR_FORWARD_TRACIA` | off | also send every GenAI span to Tracia (`POST /api/v1/spans`); needs `TRACIA_API_KEY`, uses `TRACIA_BASE_URL` (default `https://app.tracia.io`) |
+//! | `--max-value-bytes N` | `TRACIA_COLLECTOR_MAX_VALUE_BYTES` | `65536` | bytes kept of one attribute value ([`limits`]) |
+//! | `--max-span-bytes N` | `TRACIA_COLLECTOR_MAX_SPAN_BYTES` | `1048576` | bytes of a span's stored JSON |
+//! | `--max-attributes N` | `TRACIA_COLLECTOR_MAX_ATTRIBUTES` | `256` | attributes kept per span (and per event) |
+//! | `--max-events N` | `TRACIA_COLLECTOR_MAX_EVENTS` | `128` | events kept per span |
+//! | `--max-connections N` | `TRACIA_COLLECTOR_MAX_CONNECTIONS` | `1024` | open connections per port ([`conn`]) |
+//! | `--header-read-timeout TIME` | `TRACIA_COLLECTOR_HEADER_READ_TIMEOUT` | `10s` | HTTP request headers (and idle keep-alive), gRPC preface |
+//! | `--max-connection-age TIME` | `TRACIA_COLLECTOR_MAX_CONNECTION_AGE` | `10m` | gRPC connections are then renewed |
+//! | `--request-timeout TIME` | `TRACIA_COLLECTOR_REQUEST_TIMEOUT` | `120s` | one gRPC export |
 //!
 //! Forwarding never slows ingestion: each target has a bounded queue (128 MiB of
 //! encoded spans), batches, retries with backoff, and counts what it drops or fails
@@ -93,9 +101,11 @@ use tower_http::decompression::RequestDecompressionLayer;
 
 pub mod admission;
 pub mod api;
+pub mod conn;
 pub mod forward;
 pub mod grpc;
 pub mod ingest;
+pub mod limits;
 pub mod model;
 pub mod otlp;
 pub mod prompts;
@@ -198,6 +208,10 @@ pub struct AppState {
     /// Which `Host` names are served, checked with the browser defences in front of
     /// everything else.
     pub admission: admission::Admission,
+    /// The bounds on what a received span may store.
+    pub limits: limits::Limits,
+    /// What the bounds cut, since start.
+    pub cut: Arc<limits::CutStats>,
 }
 
 impl AppState {
@@ -217,6 +231,8 @@ impl AppState {
             api_keys: security::ApiKeys::default(),
             rate_limiter: security::RateLimiter::new(security::DEFAULT_RATE_LIMIT).map(Arc::new),
             admission: admission::Admission::default(),
+            limits: limits::Limits::default(),
+            cut: Arc::default(),
         }
     }
 
@@ -254,6 +270,14 @@ impl AppState {
     /// Serves only the `Host` names `admission` admits (by default: loopback names).
     pub fn with_admission(mut self, admission: admission::Admission) -> Self {
         self.admission = admission;
+        self
+    }
+}
+
+impl AppState {
+    /// Bounds received spans by `limits` (instead of [`limits::Limits::default`]).
+    pub fn with_limits(mut self, limits: limits::Limits) -> Self {
+        self.limits = limits;
         self
     }
 }

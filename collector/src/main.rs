@@ -11,7 +11,9 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracia_collector::admission::Admission;
+use tracia_collector::conn::{ConnLimits, raise_fd_limit, serve_http};
 use tracia_collector::forward::{DEFAULT_TRACIA_BASE_URL, Forwarder};
+use tracia_collector::limits::Limits;
 use tracia_collector::security::{ApiKeys, DEFAULT_RATE_LIMIT};
 use tracia_collector::store::Store;
 use tracia_collector::{
@@ -94,6 +96,12 @@ struct Args {
     /// TRACIA_API_KEY (required) to TRACIA_BASE_URL (default https://app.tracia.io).
     #[arg(long, env = "TRACIA_COLLECTOR_FORWARD_TRACIA")]
     forward_tracia: bool,
+
+    #[command(flatten)]
+    limits: Limits,
+
+    #[command(flatten)]
+    connections: ConnLimits,
 }
 
 #[tokio::main]
@@ -177,24 +185,41 @@ async fn main() -> ExitCode {
         .with_llm(llm)
         .with_api_keys(api_keys)
         .with_rate_limit(args.rate_limit)
-        .with_admission(admission.served_at(http_addr));
+        .with_admission(admission.served_at(http_addr))
+        .with_limits(args.limits);
+    let fds = raise_fd_limit();
+    let connections = fds.map_or(args.connections, |fds| args.connections.fit_to(fds));
+    tracing::info!(
+        "connections: at most {} per port, headers within {:?}; open-file limit {}",
+        connections.max_connections,
+        connections.header_read_timeout,
+        fds.map_or("unknown".to_owned(), |fds| fds.to_string()),
+    );
     // Either server stopping (a signal, or a failure) stops the other one too.
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
     let http = async {
-        let result = axum::serve(http_listener, app(state.clone()))
-            .with_graceful_shutdown(until_stopped(stopped.clone()))
-            .await
-            .map_err(|e| format!("OTLP/HTTP server: {e}"));
+        serve_http(
+            http_listener,
+            app(state.clone()),
+            connections,
+            until_stopped(stopped.clone()),
+        )
+        .await;
         stop.send_replace(true);
-        result
+        Ok::<(), String>(())
     };
     let grpc = async {
-        let result = grpc::serve(grpc_listener, state.clone(), until_stopped(stopped.clone()))
-            .await
-            .map_err(|e| format!("OTLP/gRPC server: {e}"));
+        let result = grpc::serve_with(
+            grpc_listener,
+            state.clone(),
+            connections,
+            until_stopped(stopped.clone()),
+        )
+        .await
+        .map_err(|e| format!("OTLP/gRPC server: {e}"));
         stop.send_replace(true);
         result
     };

@@ -8,6 +8,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message as _;
 
+use crate::limits::{CutTotals, Limits};
 use crate::model::SpanRecord;
 
 /// The two OTLP/HTTP encodings.
@@ -125,11 +126,14 @@ pub struct RpcStatus {
 
 /// The spans of a request as records, and the response to send: spans whose ids are
 /// not valid (trace id not 16 non-zero bytes, span id not 8 non-zero bytes) are
-/// rejected and counted as a partial success.
+/// rejected and counted as a partial success. Each span is bounded by `limits`
+/// ([`Limits::bound_span`], [`Limits::bound_record`]); what they cut is counted.
 pub fn records(
     request: &ExportTraceServiceRequest,
-) -> (Vec<SpanRecord>, ExportTraceServiceResponse) {
+    limits: &Limits,
+) -> (Vec<SpanRecord>, CutTotals, ExportTraceServiceResponse) {
     let mut records = Vec::new();
+    let mut cut = CutTotals::default();
     let mut rejected = 0_i64;
     for resource_spans in &request.resource_spans {
         let resource = resource_spans
@@ -137,8 +141,13 @@ pub fn records(
             .as_ref()
             .map_or(&[][..], |r| &r.attributes[..]);
         for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
-            match SpanRecord::from_otlp(span, resource) {
-                Some(record) => records.push(record),
+            let (span, mut span_cut) = limits.bound_span(span);
+            match SpanRecord::from_otlp(&span, resource) {
+                Some(mut record) => {
+                    limits.bound_record(&mut record, &mut span_cut);
+                    cut.add(&span_cut);
+                    records.push(record);
+                }
                 None => rejected += 1,
             }
         }
@@ -147,5 +156,5 @@ pub fn records(
         rejected_spans: rejected,
         error_message: format!("{rejected} spans had an invalid trace id or span id"),
     });
-    (records, ExportTraceServiceResponse { partial_success })
+    (records, cut, ExportTraceServiceResponse { partial_success })
 }

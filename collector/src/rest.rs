@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::api::SpanListItem;
+use crate::limits::{Cut, CutTotals};
 use crate::model::{CreateSpan, SpanRecord, SpanStatus};
 use crate::store::{SpanQuery, StoreError};
 use crate::time::{iso8601, parse_iso8601};
@@ -249,7 +250,14 @@ async fn create_span(
             "Invalid span ID format. Must match: sp_ + 16 hex characters (e.g., sp_1234567890abcdef)",
         ));
     }
-    let record = SpanRecord::from_create(body, now_unix_nano()).map_err(ApiError::invalid)?;
+    let mut record = SpanRecord::from_create(body, now_unix_nano()).map_err(ApiError::invalid)?;
+    // The same bounds as OTLP spans: a 10 MiB body of control characters is 60 MiB of
+    // escaped JSON.
+    let mut cut = Cut::default();
+    state.limits.bound_record(&mut record, &mut cut);
+    let mut totals = CutTotals::default();
+    totals.add(&cut);
+    state.cut.add(&totals);
     let answer = json!({
         "id": record.span_id, "spanId": record.span_id, "traceId": record.trace_id,
         "cost": record.cost_usd,

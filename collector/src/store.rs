@@ -782,21 +782,23 @@ const SPAN_COLUMNS: &str = "s.span_id, s.trace_id, s.parent_span_id, s.name, s.k
 /// Serialized from borrows, keys in the sorted order a `json!` object had: building a
 /// `Value` copied every message and attribute first, and `Value::to_string` went
 /// through `fmt::Display`; together they were a third of the writer's time per span.
-fn body_of(r: &SpanRecord) -> String {
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Body<'a> {
-        attributes: &'a Map<String, Value>,
-        input: &'a Option<Value>,
-        max_output_tokens: Option<i64>,
-        output: &'a Option<String>,
-        temperature: Option<f64>,
-        tool_calls: &'a Option<Value>,
-        tools: &'a Option<Value>,
-        top_p: Option<f64>,
-        variables: &'a Option<Value>,
-    }
-    serde_json::to_string(&Body {
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Body<'a> {
+    attributes: &'a Map<String, Value>,
+    input: &'a Option<Value>,
+    max_output_tokens: Option<i64>,
+    output: &'a Option<String>,
+    temperature: Option<f64>,
+    tool_calls: &'a Option<Value>,
+    tools: &'a Option<Value>,
+    top_p: Option<f64>,
+    variables: &'a Option<Value>,
+}
+
+/// The JSON document of `r` ([`crate::limits`] bounds its size).
+pub(crate) fn body(r: &SpanRecord) -> Body<'_> {
+    Body {
         attributes: &r.attributes,
         input: &r.input,
         max_output_tokens: r.max_output_tokens,
@@ -806,8 +808,11 @@ fn body_of(r: &SpanRecord) -> String {
         tools: &r.tools,
         top_p: r.top_p,
         variables: &r.variables,
-    })
-    .unwrap_or_default()
+    }
+}
+
+fn body_of(r: &SpanRecord) -> String {
+    serde_json::to_string(&body(r)).unwrap_or_default()
 }
 
 fn insert_span(tx: &Transaction<'_>, r: &SpanRecord) -> rusqlite::Result<()> {

@@ -258,7 +258,7 @@ async fn a_full_queue_drops_and_counts_instead_of_waiting() {
     tracia.set_mode(ReceiverMode::Hang);
     let request = |n: u8| export_request(vec![chat_span(&TRACE_ID, &[n; 8], &[], false)]);
     // Room for exactly one payload (they all have the same size).
-    let (records, _) = otlp::records(&request(1));
+    let (records, _, _) = otlp::records(&request(1), &Default::default());
     let one = serde_json::to_vec(&tracia_payload(&records[0]).unwrap())
         .unwrap()
         .len();

@@ -8,6 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
+use tracia_collector::limits::Limits;
 use tracia_collector::model::{self, SpanRecord};
 use tracia_collector::otlp::{self, Encoding};
 
@@ -31,7 +32,16 @@ fn valid_trace_id(id: &str) -> bool {
 
 /// The records of a request, checked against its spans.
 fn check(request: &ExportTraceServiceRequest, encoding: Encoding) -> Vec<SpanRecord> {
-    let (records, response) = otlp::records(request);
+    // Small bounds, so that cutting is exercised too (ids stay whole within 64 bytes).
+    let limits = Limits {
+        max_value_bytes: 64,
+        max_name_bytes: 64,
+        max_span_bytes: 1024,
+        max_attributes: 4,
+        max_events: 2,
+        ..Limits::default()
+    };
+    let (records, _, response) = otlp::records(request, &limits);
     let _ = otlp::encode_response(encoding, &response);
 
     let spans: Vec<_> = request

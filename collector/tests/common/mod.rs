@@ -202,3 +202,8 @@ pub async fn list_spans(app: &axum::Router, query: &str) -> Vec<Value> {
     let list: Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
     list["spans"].as_array().unwrap().clone()
 }
+
+pub async fn get(app: &axum::Router, uri: &str) -> Response {
+    let request = Request::get(uri).body(Body::empty()).unwrap();
+    app.clone().oneshot(request).await.unwrap()
+}
