@@ -11,10 +11,12 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use opentelemetry::Value as OtelValue;
 use opentelemetry::trace::Status;
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry_sdk::trace::SpanData;
 use serde_json::Value;
-use support::{FakeProvider, FakeTracia, OtlpReceiver, Reply, fixture_response_body, install};
-use tracia::{ErrorCode, Provider, RunLocal, Tracia, TraciaIdGenerator, ids};
+use support::{
+    FakeProvider, FakeTracia, Memory, OtlpReceiver, Reply, fixture_response_body, install,
+};
+use tracia::{ErrorCode, Provider, RunLocal, Tracia};
 use tracing_subscriber::layer::SubscriberExt as _;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -23,47 +25,6 @@ const JSON: &str = "application/json";
 const MIB: usize = 1024 * 1024;
 /// The documented bound of one content attribute on a span.
 const MAX_CONTENT_ATTRIBUTE: usize = 64 * 1024;
-
-/// Spans kept in memory, through the public `tracia::telemetry::layer` on this thread.
-struct Memory {
-    exporter: InMemorySpanExporter,
-    provider: SdkTracerProvider,
-    _subscriber: tracing::subscriber::DefaultGuard,
-}
-
-impl Memory {
-    fn install() -> Self {
-        support::keep_callsite_interest_shared();
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_id_generator(TraciaIdGenerator)
-            .with_simple_exporter(exporter.clone())
-            .build();
-        let subscriber = tracing_subscriber::registry().with(tracia::telemetry::layer(&provider));
-        Memory {
-            exporter,
-            provider,
-            _subscriber: tracing::subscriber::set_default(subscriber),
-        }
-    }
-
-    /// The exported span of a `sp_…` id.
-    fn span(&self, span_id: &str) -> SpanData {
-        let _ = self.provider.force_flush();
-        let id = ids::parse_span_id(span_id).unwrap();
-        self.exporter
-            .get_finished_spans()
-            .unwrap()
-            .into_iter()
-            .find(|s| s.span_context.span_id() == id)
-            .unwrap_or_else(|| panic!("span {span_id} was exported"))
-    }
-
-    fn all(&self) -> Vec<SpanData> {
-        let _ = self.provider.force_flush();
-        self.exporter.get_finished_spans().unwrap()
-    }
-}
 
 fn attr(span: &SpanData, key: &str) -> Option<String> {
     span.attributes
@@ -197,7 +158,7 @@ async fn a_non_streamed_answer_over_max_answer_bytes_is_refused() {
         assert!(error.message().contains("max_answer_bytes"), "{error}");
     }
     let errors = memory
-        .all()
+        .spans()
         .into_iter()
         .filter(|s| matches!(s.status, Status::Error { .. }))
         .count();

@@ -9,54 +9,17 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use opentelemetry::trace::{SpanId, TraceId};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use support::{FakeProvider, OtlpReceiver, Reply, client, client_with, install, pipeline_with};
-use tracia::{Error, ErrorCode, RunLocal, SessionOptions, TraciaIdGenerator, ids};
+use opentelemetry_sdk::trace::SpanData;
+use support::{
+    FakeProvider, Memory, OtlpReceiver, Reply, client, client_with, install, pipeline_with,
+};
+use tracia::{Error, ErrorCode, RunLocal, SessionOptions, ids};
 use tracing::Instrument as _;
-use tracing_subscriber::layer::SubscriberExt as _;
 
 const WAIT: Duration = Duration::from_secs(10);
 /// What the provider waits before answering, in the timeout tests: far longer than the
 /// calls' timeouts.
 const STALL: Duration = Duration::from_secs(30);
-
-/// Spans kept in memory, through the public `tracia::telemetry::layer` on this thread.
-struct Memory {
-    exporter: InMemorySpanExporter,
-    provider: SdkTracerProvider,
-    _subscriber: tracing::subscriber::DefaultGuard,
-}
-
-impl Memory {
-    fn install() -> Self {
-        support::keep_callsite_interest_shared();
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_id_generator(TraciaIdGenerator)
-            .with_simple_exporter(exporter.clone())
-            .build();
-        let subscriber = tracing_subscriber::registry().with(tracia::telemetry::layer(&provider));
-        Memory {
-            exporter,
-            provider,
-            _subscriber: tracing::subscriber::set_default(subscriber),
-        }
-    }
-
-    fn spans(&self) -> Vec<SpanData> {
-        let _ = self.provider.force_flush();
-        self.exporter.get_finished_spans().unwrap()
-    }
-
-    /// The exported span of a result's `sp_…` id.
-    fn span(&self, span_id: &str) -> SpanData {
-        let id = ids::parse_span_id(span_id).unwrap();
-        self.spans()
-            .into_iter()
-            .find(|s| s.span_context.span_id() == id)
-            .unwrap_or_else(|| panic!("{span_id} not exported"))
-    }
-}
 
 fn trace_of(id: &str) -> TraceId {
     ids::parse_trace_id(id).unwrap()

@@ -82,7 +82,7 @@ impl ApiError {
     }
 
     /// 403 `FORBIDDEN`: a request the collector never serves, whatever its key (see
-    /// [`crate::admission`]).
+    /// the `admission` module).
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
     }
@@ -157,7 +157,7 @@ fn with_retry_after(mut response: Response, secs: Option<u64>) -> Response {
 }
 
 /// A JSON request body (its `application/json` media type is checked in front of every
-/// route, by [`crate::admission`]): an empty body read as `{}`, and failures
+/// route, by the `admission` module): an empty body read as `{}`, and failures
 /// answered as [`ApiError`]s (413 beyond [`MAX_API_BODY_BYTES`], 400 otherwise).
 #[derive(Debug, Clone)]
 pub struct ApiJson<T>(pub T);

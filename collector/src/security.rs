@@ -12,7 +12,7 @@
 //!   `Retry-After`.
 //!
 //! Both are checked after [`crate::admission`] (which refuses what a web page could
-//! send), and gRPC checks them before it decodes a message ([`crate::grpc`]).
+//! send), and gRPC checks them before it decodes a message (the `grpc` module).
 
 use std::collections::HashMap;
 use std::fmt;

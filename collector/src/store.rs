@@ -796,7 +796,7 @@ pub(crate) struct Body<'a> {
     variables: &'a Option<Value>,
 }
 
-/// The JSON document of `r` ([`crate::limits`] bounds its size).
+/// The JSON document of `r` (the `limits` module bounds its size).
 pub(crate) fn body(r: &SpanRecord) -> Body<'_> {
     Body {
         attributes: &r.attributes,

@@ -17,6 +17,7 @@ mod examples;
 mod fake_provider;
 mod fake_tracia;
 mod fixtures;
+mod memory;
 mod otlp_receiver;
 mod sdk;
 mod server;
@@ -32,6 +33,8 @@ pub use fake_tracia::{FakeTracia, check_span_payload};
 pub use fixtures::{
     Fixture, fixture_request_body, fixture_response_body, fixtures_dir, load_fixture,
 };
+#[allow(unused_imports)]
+pub use memory::Memory;
 #[allow(unused_imports)]
 pub use otlp_receiver::{OtlpReceiver, ReceivedEvent, ReceivedSpan};
 #[allow(unused_imports)]
