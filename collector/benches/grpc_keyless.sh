@@ -10,26 +10,7 @@ BIN=${1:?usage: grpc_keyless.sh PATH/TO/tracia-collector [CLIENTS]}
 CLIENTS=${2:-48}
 DIR=$(mktemp -d)
 FRAME=$DIR/export.grpc
-python3 - "$FRAME" <<'PY'
-import struct, sys
-def varint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if not n:
-            return out + bytes([b])
-        out += bytes([b | 0x80])
-def field(number, payload):  # a length-delimited protobuf field
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-value = b"x" * (60 * 1024 * 1024)
-attribute = field(1, b"gen_ai.input.messages") + field(2, field(1, value))
-span = (field(1, bytes(8) + bytes.fromhex("4bf92f3577b34da6")) + field(2, bytes.fromhex("00f067aa0ba902b7"))
-        + field(5, b"chat gpt-4o") + field(9, attribute))
-request = field(1, field(2, field(2, span)))
-# gRPC length-prefixed message: not compressed, 4-byte big-endian length.
-open(sys.argv[1], "wb").write(b"\0" + struct.pack(">I", len(request)) + request)
-PY
+python3 "$(dirname "$0")/hostile_request.py" "$FRAME" grpc 120 60
 echo "each export: $(wc -c < "$FRAME") bytes"
 "$BIN" --http-addr 127.0.0.1:14328 --grpc-addr 127.0.0.1:14327 --data-dir "$DIR/store" \
     --api-key "bench-key-0123456789abcdef" >/dev/null 2>"$DIR/log" &

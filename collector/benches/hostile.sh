@@ -9,26 +9,7 @@ BIN=${1:?usage: hostile.sh PATH/TO/tracia-collector [collector flags]}
 shift
 DIR=$(mktemp -d)
 BODY=$DIR/hostile.pb.gz
-python3 - "$BODY" <<'PY'
-import gzip, sys
-def varint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if not n:
-            return out + bytes([b])
-        out += bytes([b | 0x80])
-def field(number, payload):  # a length-delimited protobuf field
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-value = b"\x01" * (63 * 1024 * 1024)
-attribute = field(1, b"gen_ai.input.messages") + field(2, field(1, value))
-span = (field(1, bytes(8) + bytes.fromhex("4bf92f3577b34da6")) + field(2, bytes.fromhex("00f067aa0ba902b7"))
-        + field(5, b"chat gpt-4o") + field(9, attribute))
-request = field(1, field(2, field(2, span)))  # resource_spans > scope_spans > spans
-open(sys.argv[1], "wb").write(gzip.compress(request, 9))
-print(f"body: {len(request)} bytes decompressed")
-PY
+python3 "$(dirname "$0")/hostile_request.py" "$BODY" gzip 1 63
 echo "body: $(wc -c < "$BODY") bytes gzipped"
 "$BIN" --http-addr 127.0.0.1:14318 --grpc-addr 127.0.0.1:14317 --data-dir "$DIR/store" \
     --rate-limit 0 "$@" >/dev/null 2>"$DIR/log" &
