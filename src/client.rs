@@ -587,16 +587,17 @@ impl Tracia {
         session: Placement,
     ) -> Result<PreparedCall> {
         let placement = self.validate(&input, session)?;
-        crate::propagation::ambient_conversation().fill(&mut input.session_id, &mut input.user_id);
-        let provider = Provider::resolve(&input.model, input.provider)?;
+        crate::propagation::ambient_conversation()
+            .fill(&mut input.options.session_id, &mut input.options.user_id);
+        let provider = Provider::resolve(&input.model, input.options.provider)?;
         let wire: &'static dyn ChatWire = match api {
             Api::Chat => chat_wire(provider, &input.model)?,
             Api::Responses => &OpenAiResponses,
         };
-        let auth = self.auth(provider, input.provider_api_key.take())?;
+        let auth = self.auth(provider, input.options.provider_api_key.take())?;
         let base = self.base_url(provider);
         let messages = variables::interpolate(&input.messages, &input.variables);
-        let send = input.send_trace.unwrap_or(true);
+        let send = input.options.send_trace.unwrap_or(true);
         let call = CallSpan::start(
             SpanStart {
                 provider,
@@ -637,8 +638,9 @@ impl Tracia {
                 wire,
                 provider,
                 model: input.model,
-                timeout: input.timeout.unwrap_or(self.inner.timeout),
+                timeout: input.options.timeout.unwrap_or(self.inner.timeout),
                 max_answer_bytes: input
+                    .options
                     .max_answer_bytes
                     .unwrap_or(self.inner.max_answer_bytes),
             },
@@ -695,9 +697,9 @@ impl Tracia {
         }
         variables::validate(&input.messages, &input.variables)?;
         session.with_ids(
-            input.span_id.as_deref(),
-            input.trace_id.as_deref(),
-            input.parent_span_id.as_deref(),
+            input.options.span_id.as_deref(),
+            input.options.trace_id.as_deref(),
+            input.options.parent_span_id.as_deref(),
         )
     }
 

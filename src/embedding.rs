@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
@@ -13,7 +12,7 @@ use crate::chat::ErrorBody;
 use crate::client::Tracia;
 use crate::error::{Error, ErrorCode, Result};
 use crate::provider::Provider;
-use crate::run::call_option_setters;
+use crate::run::{CallOptions, call_option_setters};
 use crate::span::{CallSpan, EmbeddingsStart, Placement};
 use crate::usage::Usage;
 use crate::{ids, pricing, transport};
@@ -55,21 +54,12 @@ pub struct RunEmbedding {
     pub(crate) texts: Vec<String>,
     pub(crate) dimensions: Option<u32>,
     pub(crate) input_type: Option<InputType>,
-    pub(crate) provider: Option<Provider>,
-    pub(crate) provider_api_key: Option<SecretString>,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) max_answer_bytes: Option<usize>,
-    pub(crate) tags: Vec<String>,
-    pub(crate) user_id: Option<String>,
-    pub(crate) session_id: Option<String>,
-    pub(crate) send_trace: Option<bool>,
-    pub(crate) span_id: Option<String>,
-    pub(crate) trace_id: Option<String>,
-    pub(crate) parent_span_id: Option<String>,
+    /// The options every kind of call shares.
+    pub(crate) options: CallOptions,
 }
 
 impl RunEmbedding {
-    call_option_setters!();
+    call_option_setters!(provider; options);
 
     /// A call to `model` with no input yet.
     pub fn new(model: impl Into<String>) -> Self {
@@ -227,8 +217,9 @@ impl Tracia {
     /// ```
     pub async fn run_embedding(&self, mut input: RunEmbedding) -> Result<EmbeddingResult> {
         let placement = validate(&input)?;
-        crate::propagation::ambient_conversation().fill(&mut input.session_id, &mut input.user_id);
-        let provider = Provider::resolve(&input.model, input.provider)?;
+        crate::propagation::ambient_conversation()
+            .fill(&mut input.options.session_id, &mut input.options.user_id);
+        let provider = Provider::resolve(&input.model, input.options.provider)?;
         let wire = embed_wire(provider, &input.model)?;
         // Embedding ids are sent as given: Bedrock's on-demand embedding models have no
         // cross-region profiles (the Tracia SDKs prefix them anyway, and fail).
@@ -241,20 +232,24 @@ impl Tracia {
                 input.model
             )));
         }
-        let auth = self.auth(provider, input.provider_api_key.take())?;
+        let auth = self.auth(provider, input.options.provider_api_key.take())?;
         let base = self.base_url(provider);
         let call = CallSpan::start_embeddings(
             EmbeddingsStart {
                 provider,
                 server: base,
                 input: &input,
-                send: input.send_trace.unwrap_or(true),
+                send: input.options.send_trace.unwrap_or(true),
                 placement,
             },
             self.span_settings(),
         );
-        let timeout = input.timeout.unwrap_or_else(|| self.default_timeout());
+        let timeout = input
+            .options
+            .timeout
+            .unwrap_or_else(|| self.default_timeout());
         let max_answer = input
+            .options
             .max_answer_bytes
             .unwrap_or_else(|| self.max_answer_bytes());
         let requests = input
@@ -392,9 +387,9 @@ fn validate(input: &RunEmbedding) -> Result<Placement> {
         return Err(Error::invalid("dimensions must be at least 1"));
     }
     Placement::default().with_ids(
-        input.span_id.as_deref(),
-        input.trace_id.as_deref(),
-        input.parent_span_id.as_deref(),
+        input.options.span_id.as_deref(),
+        input.options.trace_id.as_deref(),
+        input.options.parent_span_id.as_deref(),
     )
 }
 

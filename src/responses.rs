@@ -2,8 +2,6 @@
 //! result and tool calls. The call rides on the chat machinery (validation, span,
 //! transport); `openai_responses` holds the wire format.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::Instrument;
@@ -15,7 +13,7 @@ use crate::message::{Message, ToolChoice, ToolDefinition};
 use crate::openai_responses::function_call;
 use crate::provider::Provider;
 use crate::responses_stream::ResponsesStream;
-use crate::run::{FinishReason, RunLocal};
+use crate::run::{FinishReason, RunLocal, call_option_setters};
 use crate::span::Placement;
 use crate::usage::Usage;
 
@@ -165,58 +163,7 @@ impl RunResponses {
         self.with(|c| c.max_output_tokens(n))
     }
 
-    /// How long the whole call may take (default 120 s; for a stream, until its end).
-    pub fn timeout(self, timeout: Duration) -> Self {
-        self.with(|c| c.timeout(timeout))
-    }
-
-    /// The most bytes of this call's answer, instead of the client's
-    /// [`crate::TraciaBuilder::with_max_answer_bytes`].
-    pub fn max_answer_bytes(self, max: usize) -> Self {
-        self.with(|c| c.max_answer_bytes(max))
-    }
-
-    /// The OpenAI API key, instead of `OPENAI_API_KEY`.
-    pub fn provider_api_key(self, key: impl Into<String>) -> Self {
-        self.with(|c| c.provider_api_key(key))
-    }
-
-    /// A tag for the span.
-    pub fn tag(self, tag: impl Into<String>) -> Self {
-        self.with(|c| c.tag(tag))
-    }
-
-    /// The end user (`user.id` on the span).
-    pub fn user_id(self, id: impl Into<String>) -> Self {
-        self.with(|c| c.user_id(id))
-    }
-
-    /// The conversation (`session.id` and `gen_ai.conversation.id` on the span).
-    pub fn session_id(self, id: impl Into<String>) -> Self {
-        self.with(|c| c.session_id(id))
-    }
-
-    /// Whether the call's span is exported (default true).
-    pub fn send_trace(self, send: bool) -> Self {
-        self.with(|c| c.send_trace(send))
-    }
-
-    /// The span id to use (`sp_` + 16 hex).
-    pub fn span_id(self, id: impl Into<String>) -> Self {
-        self.with(|c| c.span_id(id))
-    }
-
-    /// The trace to join (`tr_` + 16 or 32 hex, a W3C trace id, or a span id
-    /// `sp_` + 16 hex naming a trace, as Tracia's manual linking does; see [`crate::ids`]).
-    pub fn trace_id(self, id: impl Into<String>) -> Self {
-        self.with(|c| c.trace_id(id))
-    }
-
-    /// The parent span (`sp_` + 16 hex). Without a `trace_id`, the span joins the
-    /// current span's trace, else the trace the parent's own id names.
-    pub fn parent_span_id(self, id: impl Into<String>) -> Self {
-        self.with(|c| c.parent_span_id(id))
-    }
+    call_option_setters!(call.options);
 
     /// A request field merged over the body the SDK builds, e.g. `reasoning`.
     ///

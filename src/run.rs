@@ -14,25 +14,46 @@ use crate::provider::Provider;
 use crate::usage::Usage;
 
 /// The options every kind of call shares (provider, key, timeout, and where and how its
-/// span is recorded), as builder methods over fields of the same names.
+/// span is recorded): one field of each call's input, so a new kind of call gets them all.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CallOptions {
+    pub(crate) provider: Option<Provider>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) max_answer_bytes: Option<usize>,
+    pub(crate) provider_api_key: Option<SecretString>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) user_id: Option<String>,
+    pub(crate) session_id: Option<String>,
+    pub(crate) send_trace: Option<bool>,
+    pub(crate) span_id: Option<String>,
+    pub(crate) trace_id: Option<String>,
+    pub(crate) parent_span_id: Option<String>,
+}
+
+/// The builder methods over a [`CallOptions`] at `self.<path>`, written once for every
+/// kind of call. `provider;` first adds the `provider` setter too (calls whose provider
+/// is fixed, like `run_responses`, leave it out).
 macro_rules! call_option_setters {
-    () => {
+    (provider; $($path:ident).+) => {
         /// Forces the provider instead of resolving it from the model name.
         pub fn provider(mut self, provider: $crate::Provider) -> Self {
-            self.provider = Some(provider);
+            self.$($path).+.provider = Some(provider);
             self
         }
 
+        $crate::run::call_option_setters!($($path).+);
+    };
+    ($($path:ident).+) => {
         /// How long the whole call may take (default 120 s; for a stream, until its end).
         pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.timeout = Some(timeout);
+            self.$($path).+.timeout = Some(timeout);
             self
         }
 
         /// The most bytes of this call's answer, instead of the client's
         /// [`crate::TraciaBuilder::with_max_answer_bytes`] (32 MiB unless set there).
         pub fn max_answer_bytes(mut self, max: usize) -> Self {
-            self.max_answer_bytes = Some(max);
+            self.$($path).+.max_answer_bytes = Some(max);
             self
         }
 
@@ -43,51 +64,51 @@ macro_rules! call_option_setters {
 
         /// The provider API key, instead of the provider's environment variable.
         pub fn provider_api_key(mut self, key: impl Into<String>) -> Self {
-            self.provider_api_key = Some(secrecy::SecretString::from(key.into()));
+            self.$($path).+.provider_api_key = Some(secrecy::SecretString::from(key.into()));
             self
         }
 
         /// A tag for the span.
         pub fn tag(mut self, tag: impl Into<String>) -> Self {
-            self.tags.push(tag.into());
+            self.$($path).+.tags.push(tag.into());
             self
         }
 
         /// The end user (`user.id` on the span).
         pub fn user_id(mut self, id: impl Into<String>) -> Self {
-            self.user_id = Some(id.into());
+            self.$($path).+.user_id = Some(id.into());
             self
         }
 
         /// The conversation (`session.id` and `gen_ai.conversation.id` on the span).
         pub fn session_id(mut self, id: impl Into<String>) -> Self {
-            self.session_id = Some(id.into());
+            self.$($path).+.session_id = Some(id.into());
             self
         }
 
         /// Whether the call's span is exported (default true).
         pub fn send_trace(mut self, send: bool) -> Self {
-            self.send_trace = Some(send);
+            self.$($path).+.send_trace = Some(send);
             self
         }
 
         /// The span id to use (`sp_` + 16 hex).
         pub fn span_id(mut self, id: impl Into<String>) -> Self {
-            self.span_id = Some(id.into());
+            self.$($path).+.span_id = Some(id.into());
             self
         }
 
         /// The trace to join (`tr_` + 16 or 32 hex, a W3C trace id, or a span id
         /// `sp_` + 16 hex naming a trace, as Tracia's manual linking does; see [`crate::ids`]).
         pub fn trace_id(mut self, id: impl Into<String>) -> Self {
-            self.trace_id = Some(id.into());
+            self.$($path).+.trace_id = Some(id.into());
             self
         }
 
         /// The parent span (`sp_` + 16 hex). Without a `trace_id`, the span joins the
         /// current span's trace, else the trace the parent's own id names.
         pub fn parent_span_id(mut self, id: impl Into<String>) -> Self {
-            self.parent_span_id = Some(id.into());
+            self.$($path).+.parent_span_id = Some(id.into());
             self
         }
     };
@@ -112,30 +133,21 @@ pub(crate) use call_option_setters;
 pub struct RunLocal {
     pub(crate) model: String,
     pub(crate) messages: Vec<Message>,
-    pub(crate) provider: Option<Provider>,
     pub(crate) temperature: Option<f64>,
     pub(crate) max_output_tokens: Option<u32>,
     pub(crate) top_p: Option<f64>,
     pub(crate) stop_sequences: Vec<String>,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) max_answer_bytes: Option<usize>,
     pub(crate) tools: Vec<ToolDefinition>,
     pub(crate) tool_choice: Option<ToolChoice>,
     pub(crate) response_format: Option<ResponseFormat>,
     pub(crate) variables: BTreeMap<String, String>,
-    pub(crate) provider_api_key: Option<SecretString>,
-    pub(crate) tags: Vec<String>,
-    pub(crate) user_id: Option<String>,
-    pub(crate) session_id: Option<String>,
-    pub(crate) send_trace: Option<bool>,
-    pub(crate) span_id: Option<String>,
-    pub(crate) trace_id: Option<String>,
-    pub(crate) parent_span_id: Option<String>,
     pub(crate) custom_options: HashMap<Provider, Map<String, Value>>,
+    /// The options every kind of call shares.
+    pub(crate) options: CallOptions,
 }
 
 impl RunLocal {
-    call_option_setters!();
+    call_option_setters!(provider; options);
 
     /// A call to `model` with no messages yet.
     pub fn new(model: impl Into<String>) -> Self {

@@ -135,7 +135,7 @@ impl Session {
     /// The session's conversation goes on every call that names none of its own.
     fn converse(&self, mut input: RunLocal) -> RunLocal {
         self.conversation
-            .fill(&mut input.session_id, &mut input.user_id);
+            .fill(&mut input.options.session_id, &mut input.options.user_id);
         input
     }
 

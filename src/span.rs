@@ -341,14 +341,18 @@ impl CallSpan {
         if let Some(n) = input.dimensions {
             span.record("gen_ai.embeddings.dimension.count", i64::from(n));
         }
-        if let Some(session) = &input.session_id {
+        if let Some(session) = &input.options.session_id {
             span.record("session.id", session.as_str());
         }
-        if let Some(user) = &input.user_id {
+        if let Some(user) = &input.options.user_id {
             span.record("user.id", user.as_str());
         }
-        if !input.tags.is_empty() {
-            string_array(&span, semconv::TRACIA_TAGS, input.tags.iter().cloned());
+        if !input.options.tags.is_empty() {
+            string_array(
+                &span,
+                semconv::TRACIA_TAGS,
+                input.options.tags.iter().cloned(),
+            );
         }
         string_array(&span, semconv::REQUEST_ENCODING_FORMATS, ["float"]);
         if settings.capture_content {
@@ -734,9 +738,9 @@ fn record_request(
     }
     record_conversation(
         span,
-        input.session_id.as_deref(),
-        input.user_id.as_deref(),
-        &input.tags,
+        input.options.session_id.as_deref(),
+        input.options.user_id.as_deref(),
+        &input.options.tags,
     );
     // A span no subscriber records (none installed, or `send_trace(false)`) is not
     // worth the JSON: it is most of what an untraced call would spend here.
