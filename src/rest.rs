@@ -1014,7 +1014,7 @@ async fn receive<T: DeserializeOwned>(
         .map_err(|e| transport::transport_error(e, timeout))?;
     let status = response.status();
     span.record("http.response.status_code", i64::from(status.as_u16()));
-    let retry_after = transport::retry_after(response.headers());
+    let retry_after = transport::retry_after(response.headers(), std::time::Duration::MAX);
     let body = response
         .bytes()
         .await

@@ -241,6 +241,9 @@ struct Upload {
     max_retries: u32,
 }
 
+/// The longest a server's `Retry-After` makes an upload wait.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
 impl Upload {
     /// Posts one span; retries network failures, 408, 429 and 5xx with backoff
     /// (500 ms × attempt, or the server's `Retry-After` up to 30 s).
@@ -259,12 +262,7 @@ impl Upload {
                 Ok(r) if r.status().is_success() => return Ok(()),
                 Ok(r) => {
                     let status = r.status();
-                    let wait = r
-                        .headers()
-                        .get(http::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(|s| Duration::from_secs(s.min(30)));
+                    let wait = crate::transport::retry_after(r.headers(), MAX_RETRY_AFTER);
                     let retryable = status.is_server_error()
                         || status.as_u16() == 429
                         || status.as_u16() == 408;

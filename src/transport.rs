@@ -67,7 +67,7 @@ pub(crate) async fn send(
     if status.is_success() {
         return Ok(response);
     }
-    let retry_after = retry_after(response.headers());
+    let retry_after = retry_after(response.headers(), Duration::MAX);
     let body = read_body(response, MAX_ERROR_BODY_BYTES, timeout)
         .await
         .unwrap_or_default();
@@ -82,17 +82,35 @@ pub(crate) async fn send(
     .with_retry_after(retry_after))
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is rare from LLM APIs and is ignored).
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
+/// How long a server's `Retry-After` asks to wait, at most `cap`: delay-seconds (`120`,
+/// or `1.5` as some LLM APIs send) or an HTTP-date (the time until it, zero if past).
+/// `None` without the header or with a value of neither form. The one parser for every
+/// retry of the SDK and the collector.
+///
+/// ```
+/// use std::time::Duration;
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("120"));
+/// let cap = Duration::from_secs(30);
+/// assert_eq!(tracia::retry_after(&headers, cap), Some(cap));
+/// ```
+pub fn retry_after(headers: &HeaderMap, cap: Duration) -> Option<Duration> {
+    let value = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
         .ok()?
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+        .trim();
+    let wait = match value.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => {
+            Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
+        }
+        Ok(_) => return None,
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    };
+    Some(wait.min(cap))
 }
 
 /// The most bytes read of one provider answer: a whole non-streamed body, or one
@@ -349,5 +367,54 @@ mod bounded_events_tests {
         let (out, over) = pass(&[b"data: 1\n\n", b"data: 2222", b"22\n\n"], 12).await;
         assert!(over);
         assert_eq!(out, [&b"data: 1\n\n"[..]]);
+    }
+}
+
+#[cfg(test)]
+mod retry_after_tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn wait(value: &'static str, cap: Duration) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static(value));
+        retry_after(&headers, cap)
+    }
+
+    #[test]
+    fn delay_seconds_are_read_and_capped() {
+        let cap = Duration::from_secs(60);
+        assert_eq!(retry_after(&HeaderMap::new(), cap), None);
+        assert_eq!(wait(" 7 ", cap), Some(Duration::from_secs(7)));
+        assert_eq!(wait("1.5", cap), Some(Duration::from_millis(1500)));
+        assert_eq!(wait("0", cap), Some(Duration::ZERO));
+        assert_eq!(wait("3600", cap), Some(cap));
+        assert_eq!(wait("1e300", cap), Some(cap));
+        assert_eq!(wait("-1", cap), None);
+        assert_eq!(wait("NaN", cap), None);
+        assert_eq!(wait("soon", cap), None);
+    }
+
+    #[test]
+    fn http_dates_wait_until_then_and_are_capped() {
+        let cap = Duration::from_secs(60);
+        // Long past: retry now.
+        assert_eq!(
+            wait("Wed, 21 Oct 2015 07:28:00 GMT", cap),
+            Some(Duration::ZERO)
+        );
+        // Far future: the cap.
+        assert_eq!(wait("Fri, 01 Jan 2100 00:00:00 GMT", cap), Some(cap));
+        // Ten minutes from now (whole seconds: the date form has no fraction).
+        let later = std::time::SystemTime::now() + Duration::from_secs(600);
+        let mut headers = HeaderMap::new();
+        let date = HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap();
+        headers.insert(http::header::RETRY_AFTER, date);
+        let got = retry_after(&headers, Duration::MAX).unwrap();
+        assert!(
+            got > Duration::from_secs(590) && got <= Duration::from_secs(600),
+            "{got:?}"
+        );
+        assert_eq!(retry_after(&headers, cap), Some(cap));
     }
 }

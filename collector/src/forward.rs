@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
 use serde::Serialize;
@@ -614,7 +614,7 @@ impl Worker {
                     if !retryable(status) {
                         return Err(reason);
                     }
-                    (reason, retry_after(r.headers()))
+                    (reason, tracia::retry_after(r.headers(), MAX_RETRY_AFTER))
                 }
                 Err(e) => (error_chain(&e.without_url()), None),
             };
@@ -645,18 +645,6 @@ fn retryable(status: reqwest::StatusCode) -> bool {
     status.is_server_error()
         || status == reqwest::StatusCode::TOO_MANY_REQUESTS
         || status == reqwest::StatusCode::REQUEST_TIMEOUT
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is not used by OTLP receivers), capped.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
 /// The delay after failed attempt `attempt` (1-based): doubling from `initial`, capped.
@@ -699,21 +687,6 @@ mod tests {
         assert_eq!(backoff(initial, 2), Duration::from_secs(1));
         assert_eq!(backoff(initial, 4), Duration::from_secs(4));
         assert_eq!(backoff(initial, 40), MAX_BACKOFF);
-    }
-
-    #[test]
-    fn retry_after_seconds_are_honoured_and_capped() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(retry_after(&headers), None);
-        headers.insert(RETRY_AFTER, HeaderValue::from_static(" 7 "));
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("3600"));
-        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
-        headers.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(retry_after(&headers), None);
     }
 
     #[test]
