@@ -209,7 +209,7 @@ pub use semconv::SemconvMode;
 pub use session::{Session, SessionOptions};
 pub use stream::{AbortHandle, RunStream};
 pub use telemetry::{TelemetryBuilder, TelemetryGuard};
-pub use tracia_exporter::{TraciaExporter, TraciaExporterBuilder, span_payload};
+pub use tracia_exporter::{SpanPayload, TraciaExporter, TraciaExporterBuilder, span_payload};
 pub use transport::retry_after;
 pub use usage::Usage;
 pub use variables::template_variables;

@@ -10,7 +10,8 @@ use opentelemetry::{Array, Value};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Map, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::export::{ExportRuntime, FailureCallback, Reporter};
@@ -174,7 +175,7 @@ impl SpanExporter for TraciaExporter {
         let mut payloads = Vec::new();
         for span in &batch {
             let id = span.span_context.span_id();
-            match span_payload(span) {
+            match SpanPayload::from_span(span) {
                 // Pending from here on also for a provider without `telemetry`'s processor.
                 Some(payload) => {
                     pending::mark(id);
@@ -247,7 +248,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 impl Upload {
     /// Posts one span; retries network failures, 408, 429 and 5xx with backoff
     /// (500 ms × attempt, or the server's `Retry-After` up to 30 s).
-    async fn send(self, payload: serde_json::Value) -> std::result::Result<(), String> {
+    async fn send(self, payload: SpanPayload) -> std::result::Result<(), String> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -298,6 +299,243 @@ pub(crate) fn genai_operation(span: &SpanData) -> Option<&str> {
     operation
 }
 
+/// A span as Tracia's REST API takes it (`POST /api/v1/spans`, JSON in camelCase): what
+/// [`TraciaExporter`] sends and [`span_payload`] returns, and what a Tracia-compatible
+/// backend reads (`tracia-collector` does). Every field but `span_id` may be absent on
+/// the way in (the Python SDK drops null fields, Node sends them as `null`); unknown
+/// fields are ignored. `output` and `error` are always sent, `null` when absent, as the
+/// Tracia SDKs send them; `variables` is sent as given (`Some(Value::Null)` is an
+/// explicit `null`), every other `None` is left out.
+///
+/// ```
+/// let span = tracia::SpanPayload {
+///     span_id: "sp_0000000000000009".into(),
+///     trace_id: Some("tr_0000000000000007".into()),
+///     model: Some("gpt-4o".into()),
+///     provider: Some("openai".into()),
+///     status: Some("SUCCESS".into()),
+///     input_tokens: Some(9),
+///     ..tracia::SpanPayload::default()
+/// };
+/// let json = serde_json::to_value(&span).unwrap();
+/// assert_eq!(json["spanId"], "sp_0000000000000009");
+/// assert_eq!(json["inputTokens"], 9);
+/// assert!(json["output"].is_null() && json.get("userId").is_none());
+/// let back: tracia::SpanPayload = serde_json::from_value(json).unwrap();
+/// assert_eq!(back, span);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpanPayload {
+    /// The span, `sp_` + 16 hex (required).
+    pub span_id: String,
+    /// The trace, `tr_` + 16 or 32 hex (see [`crate::ids`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// The parent span, `sp_` + 16 hex; none for a root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_span_id: Option<String>,
+    /// The model as requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Tracia's provider name (`openai`, `anthropic`, `google`, `amazon_bedrock`, `voyage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// `{"messages": [...]}` for a chat, `{"text": [...]}` for embeddings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+    /// The template variables (an object), or an explicit `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variables: Option<serde_json::Value>,
+    /// The answer's text (for embeddings, `{"dimensions","count"}` as a JSON string).
+    #[serde(default)]
+    pub output: Option<String>,
+    /// `SUCCESS` or `ERROR`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The error message of a failed call, scrubbed of secrets.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The call's duration in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<i64>,
+    /// Input tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<i64>,
+    /// Output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<i64>,
+    /// Input plus output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<i64>,
+    /// Tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// The end user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// The most tokens the answer could have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<i64>,
+    /// The tools offered, in Tracia's shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<serde_json::Value>,
+    /// The tool calls the model asked for, in Tracia's shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
+    /// `ROOT`, `LLM` or `EMBEDDING`; chat spans leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_kind: Option<String>,
+    /// The slug of the prompt that ran (set by a server's own `prompts.run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_slug: Option<String>,
+    /// The version of that prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_version: Option<i64>,
+}
+
+impl SpanPayload {
+    /// The payload of a GenAI span, as [`span_payload`] maps it (`None` for the spans
+    /// it skips).
+    ///
+    /// ```
+    /// # fn demo(span: &opentelemetry_sdk::trace::SpanData) {
+    /// if let Some(payload) = tracia::SpanPayload::from_span(span) {
+    ///     println!("{} {:?}", payload.span_id, payload.model);
+    /// }
+    /// # }
+    /// ```
+    pub fn from_span(span: &SpanData) -> Option<Self> {
+        let attrs: HashMap<&str, &Value> = span
+            .attributes
+            .iter()
+            .map(|kv| (kv.key.as_str(), &kv.value))
+            .collect();
+        let s = |key: &str| match attrs.get(key) {
+            Some(Value::String(v)) => Some(v.as_str().to_owned()),
+            _ => None,
+        };
+        let i = |key: &str| match attrs.get(key) {
+            Some(Value::I64(v)) => Some(*v),
+            _ => None,
+        };
+        let f = |key: &str| match attrs.get(key) {
+            Some(Value::F64(v)) => Some(*v),
+            Some(Value::I64(v)) => Some(*v as f64),
+            _ => None,
+        };
+        let operation = genai_operation(span)?;
+        let provider = s(semconv::TRACIA_PROVIDER).or_else(|| {
+            // `gen_ai.system` is the pre-1.37 name other instrumentations still send.
+            s(semconv::PROVIDER_NAME)
+                .or_else(|| s("gen_ai.system"))
+                .map(|p| match p.as_str() {
+                    "gcp.gemini" | "gcp.vertex_ai" | "gcp.gen_ai" => "google".to_owned(),
+                    "aws.bedrock" => "amazon_bedrock".to_owned(),
+                    _ => p,
+                })
+        })?;
+        let model = s(semconv::REQUEST_MODEL).or_else(|| s(semconv::RESPONSE_MODEL))?;
+        let latency = span
+            .end_time
+            .duration_since(span.start_time)
+            .unwrap_or_default();
+        // `prompt_tokens` / `completion_tokens` are the older names of the same counts.
+        let input_tokens = i(semconv::USAGE_INPUT_TOKENS)
+            .or_else(|| i("gen_ai.usage.prompt_tokens"))
+            .unwrap_or(0);
+        let output_tokens = i(semconv::USAGE_OUTPUT_TOKENS)
+            .or_else(|| i("gen_ai.usage.completion_tokens"))
+            .unwrap_or(0);
+        let (output_text, tool_calls) = s(semconv::OUTPUT_MESSAGES)
+            .map(|o| semconv::output_from(&o))
+            .unwrap_or_default();
+        let (status, error) = match &span.status {
+            Status::Error { description } => ("ERROR", Some(description.to_string())),
+            _ => ("SUCCESS", None),
+        };
+
+        let embeddings = operation == "embeddings";
+        let has_output = attrs.contains_key(semconv::OUTPUT_MESSAGES)
+            && (status == "SUCCESS" || !output_text.is_empty());
+        let output = if embeddings {
+            // Tracia's embedding span: `{"dimensions","count"}` (a JSON string) out.
+            (status == "SUCCESS").then(|| {
+                json!({
+                    "dimensions": i(semconv::EMBEDDINGS_DIMENSION_COUNT).unwrap_or(0),
+                    "count": i(semconv::TRACIA_EMBEDDINGS_COUNT).unwrap_or(0),
+                })
+                .to_string()
+            })
+        } else {
+            has_output.then_some(output_text)
+        };
+        let input = if embeddings {
+            let texts = s(semconv::TRACIA_EMBEDDINGS_INPUT)
+                .and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok())
+                .unwrap_or_default();
+            json!({ "text": texts })
+        } else {
+            let messages = s(semconv::INPUT_MESSAGES)
+                .map(|m| semconv::messages_from_input(&m))
+                .unwrap_or_default();
+            json!({ "messages": messages })
+        };
+        // Chat spans send `variables` even when there are none (`null`), as the SDKs do.
+        let variables = (!embeddings).then(|| {
+            s(semconv::TRACIA_VARIABLES)
+                .and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
+                .unwrap_or(serde_json::Value::Null)
+        });
+        let tags = match attrs.get(semconv::TRACIA_TAGS) {
+            Some(Value::Array(Array::String(tags))) => {
+                Some(tags.iter().map(|t| t.as_str().to_owned()).collect())
+            }
+            _ => None,
+        };
+        Some(Self {
+            span_id: ids::format_span_id(span.span_context.span_id()),
+            trace_id: Some(ids::format_trace_id(span.span_context.trace_id())),
+            parent_span_id: (span.parent_span_id != SpanId::INVALID)
+                .then(|| ids::format_span_id(span.parent_span_id)),
+            model: Some(model),
+            provider: Some(provider),
+            input: Some(input),
+            variables,
+            output,
+            status: Some(status.to_owned()),
+            error: error.map(|e| crate::error::redact(&e)),
+            // An i64, as the collector (and Tracia) read it; absurd spans saturate.
+            latency_ms: Some(i64::try_from(latency.as_millis()).unwrap_or(i64::MAX)),
+            input_tokens: Some(input_tokens),
+            output_tokens: Some(output_tokens),
+            total_tokens: Some(input_tokens.saturating_add(output_tokens)),
+            tags,
+            user_id: s(semconv::USER_ID),
+            session_id: s(semconv::SESSION_ID),
+            temperature: f(semconv::REQUEST_TEMPERATURE),
+            top_p: f(semconv::REQUEST_TOP_P),
+            max_output_tokens: i(semconv::REQUEST_MAX_TOKENS),
+            tools: s(semconv::TOOL_DEFINITIONS)
+                .map(|t| serde_json::to_value(semconv::tools_from(&t)).unwrap_or_default()),
+            tool_calls: (!tool_calls.is_empty())
+                .then(|| serde_json::to_value(tool_calls).unwrap_or_default()),
+            span_kind: embeddings.then(|| "EMBEDDING".to_owned()),
+            prompt_slug: None,
+            prompt_version: None,
+        })
+    }
+}
+
 /// Maps a GenAI span to the Tracia span payload (`POST /api/v1/spans`); `None` for
 /// spans that are not GenAI spans, and for the client spans of `prompts.run`
 /// (`tracia.prompt.run = true`): the server stored that run, counting it twice would
@@ -331,152 +569,5 @@ pub(crate) fn genai_operation(span: &SpanData) -> Option<&str> {
 /// assert_eq!(payload["model"], "gpt-4o");
 /// ```
 pub fn span_payload(span: &SpanData) -> Option<serde_json::Value> {
-    let attrs: HashMap<&str, &Value> = span
-        .attributes
-        .iter()
-        .map(|kv| (kv.key.as_str(), &kv.value))
-        .collect();
-    let s = |key: &str| match attrs.get(key) {
-        Some(Value::String(v)) => Some(v.as_str().to_owned()),
-        _ => None,
-    };
-    let i = |key: &str| match attrs.get(key) {
-        Some(Value::I64(v)) => Some(*v),
-        _ => None,
-    };
-    let f = |key: &str| match attrs.get(key) {
-        Some(Value::F64(v)) => Some(*v),
-        Some(Value::I64(v)) => Some(*v as f64),
-        _ => None,
-    };
-    let operation = genai_operation(span)?;
-    let provider = s(semconv::TRACIA_PROVIDER).or_else(|| {
-        // `gen_ai.system` is the pre-1.37 name other instrumentations still send.
-        s(semconv::PROVIDER_NAME)
-            .or_else(|| s("gen_ai.system"))
-            .map(|p| match p.as_str() {
-                "gcp.gemini" | "gcp.vertex_ai" | "gcp.gen_ai" => "google".to_owned(),
-                "aws.bedrock" => "amazon_bedrock".to_owned(),
-                _ => p,
-            })
-    })?;
-    let model = s(semconv::REQUEST_MODEL).or_else(|| s(semconv::RESPONSE_MODEL))?;
-    let latency = span
-        .end_time
-        .duration_since(span.start_time)
-        .unwrap_or_default();
-    // `prompt_tokens` / `completion_tokens` are the older names of the same counts.
-    let input_tokens = i(semconv::USAGE_INPUT_TOKENS)
-        .or_else(|| i("gen_ai.usage.prompt_tokens"))
-        .unwrap_or(0);
-    let output_tokens = i(semconv::USAGE_OUTPUT_TOKENS)
-        .or_else(|| i("gen_ai.usage.completion_tokens"))
-        .unwrap_or(0);
-    let (output_text, tool_calls) = s(semconv::OUTPUT_MESSAGES)
-        .map(|o| semconv::output_from(&o))
-        .unwrap_or_default();
-    let (status, error) = match &span.status {
-        Status::Error { description } => ("ERROR", Some(description.to_string())),
-        _ => ("SUCCESS", None),
-    };
-
-    let mut p = Map::new();
-    p.insert(
-        "spanId".into(),
-        ids::format_span_id(span.span_context.span_id()).into(),
-    );
-    p.insert(
-        "traceId".into(),
-        ids::format_trace_id(span.span_context.trace_id()).into(),
-    );
-    if span.parent_span_id != SpanId::INVALID {
-        p.insert(
-            "parentSpanId".into(),
-            ids::format_span_id(span.parent_span_id).into(),
-        );
-    }
-    p.insert("model".into(), model.into());
-    p.insert("provider".into(), provider.into());
-    let messages = s(semconv::INPUT_MESSAGES)
-        .map(|m| semconv::messages_from_input(&m))
-        .unwrap_or_default();
-    p.insert("input".into(), json!({ "messages": messages }));
-    let variables = s(semconv::TRACIA_VARIABLES)
-        .and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok());
-    p.insert(
-        "variables".into(),
-        variables.unwrap_or(serde_json::Value::Null),
-    );
-    let has_output = attrs.contains_key(semconv::OUTPUT_MESSAGES)
-        && (status == "SUCCESS" || !output_text.is_empty());
-    p.insert(
-        "output".into(),
-        if has_output {
-            output_text.into()
-        } else {
-            serde_json::Value::Null
-        },
-    );
-    p.insert("status".into(), status.into());
-    p.insert(
-        "error".into(),
-        error.map(|e| crate::error::redact(&e)).into(),
-    );
-    // An i64, as the collector (and Tracia) read it; absurd spans saturate.
-    let latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
-    p.insert("latencyMs".into(), latency_ms.into());
-    p.insert("inputTokens".into(), input_tokens.into());
-    p.insert("outputTokens".into(), output_tokens.into());
-    p.insert(
-        "totalTokens".into(),
-        input_tokens.saturating_add(output_tokens).into(),
-    );
-    if let Some(Value::Array(Array::String(tags))) = attrs.get(semconv::TRACIA_TAGS) {
-        let tags: Vec<String> = tags.iter().map(|t| t.as_str().to_owned()).collect();
-        p.insert("tags".into(), tags.into());
-    }
-    if let Some(user) = s(semconv::USER_ID) {
-        p.insert("userId".into(), user.into());
-    }
-    if let Some(session) = s(semconv::SESSION_ID) {
-        p.insert("sessionId".into(), session.into());
-    }
-    if let Some(t) = f(semconv::REQUEST_TEMPERATURE) {
-        p.insert("temperature".into(), t.into());
-    }
-    if let Some(t) = f(semconv::REQUEST_TOP_P) {
-        p.insert("topP".into(), t.into());
-    }
-    if let Some(n) = i(semconv::REQUEST_MAX_TOKENS) {
-        p.insert("maxOutputTokens".into(), n.into());
-    }
-    if let Some(tools) = s(semconv::TOOL_DEFINITIONS) {
-        p.insert(
-            "tools".into(),
-            serde_json::to_value(semconv::tools_from(&tools)).unwrap_or_default(),
-        );
-    }
-    if !tool_calls.is_empty() {
-        p.insert(
-            "toolCalls".into(),
-            serde_json::to_value(tool_calls).unwrap_or_default(),
-        );
-    }
-    if operation == "embeddings" {
-        // Tracia's embedding span: the texts in, `{"dimensions","count"}` (a JSON string) out.
-        p.insert("spanKind".into(), "EMBEDDING".into());
-        let texts = s(semconv::TRACIA_EMBEDDINGS_INPUT)
-            .and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok())
-            .unwrap_or_default();
-        p.insert("input".into(), json!({ "text": texts }));
-        p.remove("variables");
-        if status == "SUCCESS" {
-            let output = json!({
-                "dimensions": i(semconv::EMBEDDINGS_DIMENSION_COUNT).unwrap_or(0),
-                "count": i(semconv::TRACIA_EMBEDDINGS_COUNT).unwrap_or(0),
-            });
-            p.insert("output".into(), output.to_string().into());
-        }
-    }
-    Some(serde_json::Value::Object(p))
+    SpanPayload::from_span(span).and_then(|p| serde_json::to_value(p).ok())
 }

@@ -330,8 +330,7 @@ impl SpanRecord {
         }
         let start = span.start_time_unix_nano.min(i64::MAX as u64) as i64;
         let end = span.end_time_unix_nano.min(i64::MAX as u64) as i64;
-        let mut record = match tracia::span_payload(&data)
-            .and_then(|p| serde_json::from_value::<CreateSpan>(p).ok())
+        let mut record = match tracia::SpanPayload::from_span(&data)
             .and_then(|p| Self::from_create(p, end).ok())
         {
             Some(mut record) => {
@@ -504,59 +503,7 @@ pub fn any_to_json(value: Option<&AnyValue>) -> Value {
     }
 }
 
-/// The body of `POST /api/v1/spans`, as both Tracia SDKs send it (Python drops null
-/// fields, Node sends them as `null`: both are accepted; unknown fields are ignored).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateSpan {
-    /// Required.
-    pub span_id: String,
-    #[allow(missing_docs)]
-    pub trace_id: Option<String>,
-    #[allow(missing_docs)]
-    pub parent_span_id: Option<String>,
-    #[allow(missing_docs)]
-    pub model: Option<String>,
-    #[allow(missing_docs)]
-    pub provider: Option<String>,
-    #[allow(missing_docs)]
-    pub input: Option<Value>,
-    #[allow(missing_docs)]
-    pub variables: Option<Value>,
-    #[allow(missing_docs)]
-    pub output: Option<String>,
-    #[allow(missing_docs)]
-    pub status: Option<String>,
-    #[allow(missing_docs)]
-    pub error: Option<String>,
-    #[allow(missing_docs)]
-    pub latency_ms: Option<i64>,
-    #[allow(missing_docs)]
-    pub input_tokens: Option<i64>,
-    #[allow(missing_docs)]
-    pub output_tokens: Option<i64>,
-    #[allow(missing_docs)]
-    pub total_tokens: Option<i64>,
-    #[allow(missing_docs)]
-    pub tags: Option<Vec<String>>,
-    #[allow(missing_docs)]
-    pub user_id: Option<String>,
-    #[allow(missing_docs)]
-    pub session_id: Option<String>,
-    #[allow(missing_docs)]
-    pub temperature: Option<f64>,
-    #[allow(missing_docs)]
-    pub top_p: Option<f64>,
-    #[allow(missing_docs)]
-    pub max_output_tokens: Option<i64>,
-    #[allow(missing_docs)]
-    pub tools: Option<Value>,
-    #[allow(missing_docs)]
-    pub tool_calls: Option<Value>,
-    /// `ROOT`, `LLM` or `EMBEDDING`; chat spans omit it.
-    pub span_kind: Option<String>,
-    /// Set by the collector's own `prompts.run`.
-    pub prompt_slug: Option<String>,
-    /// Set by the collector's own `prompts.run`.
-    pub prompt_version: Option<i64>,
-}
+/// The body of `POST /api/v1/spans`: the SDK's own [`tracia::SpanPayload`], the one
+/// shape the SDK's exporter sends and this collector reads (both Tracia SDKs' bodies
+/// parse into it: null fields may be absent or `null`, unknown fields are ignored).
+pub type CreateSpan = tracia::SpanPayload;
