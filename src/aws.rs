@@ -12,6 +12,7 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::config;
 use crate::error::{Error, Result};
 
 /// Bedrock runtime's SigV4 signing name.
@@ -63,8 +64,11 @@ impl AwsCredentials {
     /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (plus `AWS_SESSION_TOKEN`), as
     /// read by `env`; both keys or nothing.
     pub(crate) fn from_env(env: impl Fn(&str) -> Option<String>) -> Option<Self> {
-        let creds = Self::new(env("AWS_ACCESS_KEY_ID")?, env("AWS_SECRET_ACCESS_KEY")?);
-        Some(match env("AWS_SESSION_TOKEN") {
+        let creds = Self::new(
+            env(config::AWS_ACCESS_KEY_ID)?,
+            env(config::AWS_SECRET_ACCESS_KEY)?,
+        );
+        Some(match env(config::AWS_SESSION_TOKEN) {
             Some(token) => creds.with_session_token(token),
             None => creds,
         })

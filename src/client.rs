@@ -14,7 +14,7 @@ use crate::anthropic::AnthropicMessages;
 use crate::aws::{self, AwsCredentials};
 use crate::bedrock::BedrockConverse;
 use crate::chat::{ChatRequest, ChatResponse, ChatWire};
-use crate::config::{capture_content_from, env};
+use crate::config::{self, capture_content_from, env};
 use crate::error::{Error, ErrorCode, Result};
 use crate::gemini::GeminiChat;
 use crate::ids;
@@ -219,8 +219,8 @@ impl TraciaBuilder {
         let aws_region = self
             .aws_region
             .clone()
-            .or_else(|| from_env("AWS_REGION"))
-            .or_else(|| from_env("AWS_DEFAULT_REGION"))
+            .or_else(|| from_env(config::AWS_REGION))
+            .or_else(|| from_env(config::AWS_DEFAULT_REGION))
             .unwrap_or_else(|| DEFAULT_AWS_REGION.to_owned());
         let mut base_urls = HashMap::new();
         let code_aws = self.aws_credentials.is_some();
@@ -252,11 +252,11 @@ impl TraciaBuilder {
         }
         let capture_content = self.capture_content.unwrap_or_else(|| {
             capture_content_from(
-                from_env("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT").as_deref(),
+                from_env(config::OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT).as_deref(),
             )
         });
         let semconv = self.semconv.unwrap_or_else(|| {
-            SemconvMode::from_opt_in(from_env("OTEL_SEMCONV_STABILITY_OPT_IN").as_deref())
+            SemconvMode::from_opt_in(from_env(config::OTEL_SEMCONV_STABILITY_OPT_IN).as_deref())
         });
         let http = match self.http {
             Some(client) => client,
@@ -272,13 +272,13 @@ impl TraciaBuilder {
         };
         let tracia_api_key = self
             .tracia_api_key
-            .or_else(|| from_env("TRACIA_API_KEY").map(SecretString::from));
+            .or_else(|| from_env(config::TRACIA_API_KEY).map(SecretString::from));
         if let Some(key) = &tracia_api_key {
             crate::error::register_secret(key.expose_secret());
         }
         let tracia_base_url = self
             .tracia_base_url
-            .or_else(|| from_env("TRACIA_BASE_URL"))
+            .or_else(|| from_env(config::TRACIA_BASE_URL))
             .unwrap_or_else(|| DEFAULT_TRACIA_BASE_URL.to_owned());
         let tracia_base_url = reqwest::Url::parse(&tracia_base_url)
             .ok()

@@ -59,7 +59,7 @@
 //! | `OPENAI_BASE_URL` | `https://api.openai.com/v1` | OpenAI or any OpenAI-compatible server |
 //! | `ANTHROPIC_API_KEY` | — | Anthropic key |
 //! | `ANTHROPIC_BASE_URL` | `https://api.anthropic.com` | Anthropic API (or a proxy); `/v1/messages` is appended |
-//! | `GOOGLE_API_KEY` (or `GEMINI_API_KEY`) | — | Gemini (AI Studio) key, sent in the `x-goog-api-key` header |
+//! | `GOOGLE_API_KEY` (or `GEMINI_API_KEY`) | — | Gemini (AI Studio) key, sent in the `x-goog-api-key` header, never the URL |
 //! | `GOOGLE_GEMINI_BASE_URL` | `https://generativelanguage.googleapis.com` | Gemini API; `/v1beta/models/…` is appended |
 //! | `BEDROCK_API_KEY` (or `AWS_BEARER_TOKEN_BEDROCK`) | — | Bedrock API key (Bearer); without one, SigV4 with the AWS credentials below |
 //! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` | — | AWS credentials for Bedrock SigV4 signing |
@@ -71,15 +71,17 @@
 //! | `TRACIA_BASE_URL` | `https://app.tracia.io` | Tracia API (or `tracia-collector`) |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | `http://localhost:4318` | OTLP/HTTP base URL; `/v1/traces` is appended |
 //! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` | — | OTLP/HTTP traces URL, used as is |
-//! | `OTEL_EXPORTER_OTLP_HEADERS` | — | `k=v,k2=v2` headers for the OTLP backend |
-//! | `OTEL_EXPORTER_OTLP_PROTOCOL` | `http/protobuf` | or `http/json` |
-//! | `OTEL_EXPORTER_OTLP_TIMEOUT` | `10000` | per export request, in ms |
+//! | `OTEL_EXPORTER_OTLP_HEADERS` (or `OTEL_EXPORTER_OTLP_TRACES_HEADERS`) | — | `k=v,k2=v2` headers for the OTLP backend |
+//! | `OTEL_EXPORTER_OTLP_PROTOCOL` (or `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`) | `http/protobuf` | or `http/json` |
+//! | `OTEL_EXPORTER_OTLP_TIMEOUT` (or `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`) | `10000` | per export request, in ms |
 //! | `OTEL_SERVICE_NAME` | `unknown_service` | `service.name` of the resource |
 //! | `OTEL_SDK_DISABLED` | `false` | `true` turns the pipeline off (calls still work) |
 //! | `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` | on | `NO_CONTENT`/`false` keeps prompts and answers off spans |
 //! | `OTEL_SEMCONV_STABILITY_OPT_IN` | v1.41 | `gen_ai_latest_experimental` emits the latest GenAI names |
-//! | `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | 2048, 5000, 512 | batch processor |
+//! | `OTEL_BSP_MAX_QUEUE_SIZE` | 2048 | spans queued per backend while it is slow or down (`with_max_queue_size`); with the batch being sent, the bound on export memory: spans ending while the queue is full are dropped, never waited for, counted in `TelemetryGuard::stats()` (`lost()`) and reported to `on_export_failure` at shutdown |
+//! | `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | 5000, 512 | batch processor: ms between exports, spans per export |
 //! | `RUST_LOG` | `info` (spans), `warn` (logs) | which spans are exported; Tracia's always are |
+//! | `NO_COLOR` | — | set and not empty: the log lines of `with_fmt` are never coloured |
 //!
 //! Bounds set in code ([`TraciaBuilder`]) rather than the environment:
 //!

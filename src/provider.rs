@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::config;
 use crate::error::{Error, ErrorCode, Result};
 
 /// An LLM provider.
@@ -68,11 +69,11 @@ impl Provider {
     /// The environment variable holding the provider's API key.
     pub fn api_key_env(self) -> &'static str {
         match self {
-            Self::OpenAi => "OPENAI_API_KEY",
-            Self::Anthropic => "ANTHROPIC_API_KEY",
-            Self::Google => "GOOGLE_API_KEY",
-            Self::AmazonBedrock => "BEDROCK_API_KEY",
-            Self::Voyage => "VOYAGE_API_KEY",
+            Self::OpenAi => config::OPENAI_API_KEY,
+            Self::Anthropic => config::ANTHROPIC_API_KEY,
+            Self::Google => config::GOOGLE_API_KEY,
+            Self::AmazonBedrock => config::BEDROCK_API_KEY,
+            Self::Voyage => config::VOYAGE_API_KEY,
         }
     }
 
@@ -80,11 +81,11 @@ impl Provider {
     /// (the Tracia name first, then the provider's own SDK name).
     pub(crate) fn api_key_envs(self) -> &'static [&'static str] {
         match self {
-            Self::OpenAi => &["OPENAI_API_KEY"],
-            Self::Anthropic => &["ANTHROPIC_API_KEY"],
-            Self::Google => &["GOOGLE_API_KEY", "GEMINI_API_KEY"],
-            Self::AmazonBedrock => &["BEDROCK_API_KEY", "AWS_BEARER_TOKEN_BEDROCK"],
-            Self::Voyage => &["VOYAGE_API_KEY"],
+            Self::OpenAi => &[config::OPENAI_API_KEY],
+            Self::Anthropic => &[config::ANTHROPIC_API_KEY],
+            Self::Google => &[config::GOOGLE_API_KEY, config::GEMINI_API_KEY],
+            Self::AmazonBedrock => &[config::BEDROCK_API_KEY, config::AWS_BEARER_TOKEN_BEDROCK],
+            Self::Voyage => &[config::VOYAGE_API_KEY],
         }
     }
 
@@ -92,11 +93,11 @@ impl Provider {
     /// SDK's own name for it).
     pub(crate) fn base_url_env(self) -> &'static str {
         match self {
-            Self::OpenAi => "OPENAI_BASE_URL",
-            Self::Anthropic => "ANTHROPIC_BASE_URL",
-            Self::Google => "GOOGLE_GEMINI_BASE_URL",
-            Self::AmazonBedrock => "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
-            Self::Voyage => "VOYAGE_BASE_URL",
+            Self::OpenAi => config::OPENAI_BASE_URL,
+            Self::Anthropic => config::ANTHROPIC_BASE_URL,
+            Self::Google => config::GOOGLE_GEMINI_BASE_URL,
+            Self::AmazonBedrock => config::AWS_ENDPOINT_URL_BEDROCK_RUNTIME,
+            Self::Voyage => config::VOYAGE_BASE_URL,
         }
     }
 

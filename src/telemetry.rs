@@ -21,7 +21,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{env, env_bool};
+use crate::config::{self, env, env_bool};
 use crate::error::{Error, Result};
 use crate::export::{
     BackgroundHttpClient, CountingExporter, CountingProcessor, ExportRuntime, ExportStats,
@@ -291,7 +291,7 @@ impl TelemetryBuilder {
     pub fn build(mut self) -> Result<TelemetryGuard> {
         let disabled = self
             .disabled
-            .or_else(|| env_bool("OTEL_SDK_DISABLED"))
+            .or_else(|| env_bool(config::OTEL_SDK_DISABLED))
             .unwrap_or(false);
         if disabled {
             return Ok(TelemetryGuard {
@@ -303,9 +303,9 @@ impl TelemetryBuilder {
             });
         }
         let tracia_wanted =
-            !self.no_tracia && (self.tracia_key_set || env("TRACIA_API_KEY").is_some());
-        let otlp_env = env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
-            || env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some();
+            !self.no_tracia && (self.tracia_key_set || env(config::TRACIA_API_KEY).is_some());
+        let otlp_env = env(config::OTEL_EXPORTER_OTLP_ENDPOINT).is_some()
+            || env(config::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).is_some();
         let otlp_code = self.otlp_endpoint.is_some() || self.otlp_traces_endpoint.is_some();
         // With nothing configured, spans go to the local collector rather than nowhere.
         let otlp_wanted = !self.no_otlp && (otlp_code || otlp_env || !tracia_wanted);
@@ -390,15 +390,15 @@ impl TelemetryBuilder {
         let endpoint = match (&self.otlp_traces_endpoint, &self.otlp_endpoint) {
             (Some(url), _) => url.clone(),
             (None, Some(base)) => traces_url(base),
-            (None, None) => env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").unwrap_or_else(|| {
+            (None, None) => env(config::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).unwrap_or_else(|| {
                 traces_url(
-                    &env("OTEL_EXPORTER_OTLP_ENDPOINT")
+                    &env(config::OTEL_EXPORTER_OTLP_ENDPOINT)
                         .unwrap_or_else(|| DEFAULT_OTLP_ENDPOINT.into()),
                 )
             }),
         };
-        let protocol = match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-            .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        let protocol = match env(config::OTEL_EXPORTER_OTLP_TRACES_PROTOCOL)
+            .or_else(|| env(config::OTEL_EXPORTER_OTLP_PROTOCOL))
             .as_deref()
         {
             _ if self.otlp_json => Protocol::HttpJson,
@@ -410,8 +410,8 @@ impl TelemetryBuilder {
                 )));
             }
         };
-        let mut headers = match env("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
-            .or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS"))
+        let mut headers = match env(config::OTEL_EXPORTER_OTLP_TRACES_HEADERS)
+            .or_else(|| env(config::OTEL_EXPORTER_OTLP_HEADERS))
         {
             Some(text) => parse_headers(&text)?,
             None => HashMap::new(),
@@ -425,8 +425,8 @@ impl TelemetryBuilder {
             }
         }
         let timeout = self.otlp_timeout.unwrap_or_else(|| {
-            env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
-                .or_else(|| env("OTEL_EXPORTER_OTLP_TIMEOUT"))
+            env(config::OTEL_EXPORTER_OTLP_TRACES_TIMEOUT)
+                .or_else(|| env(config::OTEL_EXPORTER_OTLP_TIMEOUT))
                 .and_then(|ms| ms.parse::<u64>().ok())
                 .map_or(Duration::from_secs(10), Duration::from_millis)
         });
@@ -507,7 +507,7 @@ struct SpanExtras {
 /// Whether log lines get ANSI colours: on a terminal, unless `NO_COLOR` is set (to
 /// anything but the empty string, as no-color.org says).
 fn colour(terminal: bool) -> bool {
-    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    terminal && std::env::var_os(config::NO_COLOR).is_none_or(|v| v.is_empty())
 }
 
 fn layer_with_filter<S>(
@@ -520,7 +520,7 @@ where
 {
     let directive = directive
         .map(str::to_owned)
-        .or_else(|| env("RUST_LOG"))
+        .or_else(|| env(config::RUST_LOG))
         .unwrap_or_else(|| "info".to_owned());
     let filter = EnvFilter::builder().parse_lossy(format!("{directive},tracia=info"));
     tracing_opentelemetry::layer()

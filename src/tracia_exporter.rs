@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::config;
 use crate::error::{Error, Result};
 use crate::export::{ExportRuntime, FailureCallback, Reporter};
 use crate::ids;
@@ -118,7 +119,7 @@ impl TraciaExporterBuilder {
     pub fn build(self) -> Result<TraciaExporter> {
         let api_key = self
             .api_key
-            .or_else(|| crate::config::env("TRACIA_API_KEY").map(SecretString::from))
+            .or_else(|| config::env(config::TRACIA_API_KEY).map(SecretString::from))
             .ok_or_else(|| {
                 Error::invalid(
                     "The Tracia exporter needs an API key: set TRACIA_API_KEY or call with_api_key",
@@ -127,7 +128,7 @@ impl TraciaExporterBuilder {
         crate::error::register_secret(api_key.expose_secret());
         let base = self
             .base_url
-            .or_else(|| crate::config::env("TRACIA_BASE_URL"))
+            .or_else(|| config::env(config::TRACIA_BASE_URL))
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
         let url = reqwest::Url::parse(&base)
             .ok()
