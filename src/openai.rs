@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 use crate::chat::{ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamEvent, parse_arguments};
 use crate::embedding::{EmbedRequest, EmbedResponse, EmbedWire, vector_from};
 use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice};
+use crate::semconv;
 use crate::usage::Usage;
 
 /// OpenAI Chat Completions.
@@ -306,10 +307,10 @@ fn meta_attributes(
 ) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if let Some(f) = fingerprint {
-        out.push(("openai.response.system_fingerprint", f));
+        out.push((semconv::OPENAI_RESPONSE_SYSTEM_FINGERPRINT, f));
     }
     if let Some(t) = tier {
-        out.push(("openai.response.service_tier", t));
+        out.push((semconv::OPENAI_RESPONSE_SERVICE_TIER, t));
     }
     out
 }

@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 use crate::chat::{ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamEvent, parse_arguments};
 use crate::message::{ToolCall, ToolChoice};
 use crate::responses::ResponsesToolCall;
+use crate::semconv;
 use crate::usage::Usage;
 
 /// OpenAI Responses.
@@ -129,7 +130,7 @@ impl ChatWire for OpenAiResponses {
                 out.extend(r.usage.map(|u| StreamEvent::Usage(u.normalize())));
                 out.extend(
                     r.service_tier
-                        .map(|t| StreamEvent::Attribute(SERVICE_TIER, t)),
+                        .map(|t| StreamEvent::Attribute(semconv::OPENAI_RESPONSE_SERVICE_TIER, t)),
                 );
                 out.push(StreamEvent::Done);
                 out
@@ -151,7 +152,6 @@ impl ChatWire for OpenAiResponses {
     }
 }
 
-const SERVICE_TIER: &str = "openai.response.service_tier";
 const SUMMARY_SEPARATOR: &str = "\n\n";
 
 /// The function call an output item is, if it is one.
@@ -273,7 +273,7 @@ impl WireResponse {
             usage: self.usage.map(WireUsage::normalize),
             attributes: self
                 .service_tier
-                .map(|t| (SERVICE_TIER, t))
+                .map(|t| (semconv::OPENAI_RESPONSE_SERVICE_TIER, t))
                 .into_iter()
                 .collect(),
             output_items: self.output,

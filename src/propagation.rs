@@ -31,9 +31,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 pub use crate::server_span::{TraceContextLayer, TraceContextService};
 
 /// Baggage key of the conversation (the span attribute `session.id`).
-pub const SESSION_ID: &str = "session.id";
+pub const SESSION_ID: &str = crate::semconv::SESSION_ID;
 /// Baggage key of the end user (the span attribute `user.id`).
-pub const USER_ID: &str = "user.id";
+pub const USER_ID: &str = crate::semconv::USER_ID;
 
 /// Longest header value read: `traceparent` is 55 bytes, W3C caps `tracestate` at 32
 /// members and baggage at 8192 bytes; anything longer is hostile or broken.

@@ -21,6 +21,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::ids;
 use crate::message::{Message, ToolCall};
 use crate::run::FinishReason;
+use crate::semconv;
 use crate::session::Session;
 use crate::span::{CallSpan, Placement, PromptRunStart};
 use crate::transport;
@@ -969,8 +970,8 @@ async fn send<T: DeserializeOwned>(
 ) -> Result<T> {
     let outcome = exchange(tracia, request, span.clone()).await;
     if let Err(error) = &outcome {
-        span.record("otel.status_code", "error");
-        span.record("error.type", error.code().as_str());
+        span.record(semconv::OTEL_STATUS_CODE, "error");
+        span.record(semconv::ERROR_TYPE, error.code().as_str());
     }
     outcome
 }
@@ -1013,7 +1014,10 @@ async fn receive<T: DeserializeOwned>(
         .await
         .map_err(|e| transport::transport_error(e, timeout))?;
     let status = response.status();
-    span.record("http.response.status_code", i64::from(status.as_u16()));
+    span.record(
+        semconv::HTTP_RESPONSE_STATUS_CODE,
+        i64::from(status.as_u16()),
+    );
     let retry_after = transport::retry_after(response.headers(), std::time::Duration::MAX);
     let body = response
         .bytes()

@@ -29,6 +29,52 @@ pub(crate) const REQUEST_ENCODING_FORMATS: &str = "gen_ai.request.encoding_forma
 pub(crate) const EMBEDDINGS_DIMENSION_COUNT: &str = "gen_ai.embeddings.dimension.count";
 pub(crate) const TRACIA_EMBEDDINGS_INPUT: &str = "tracia.embeddings.input";
 pub(crate) const TRACIA_EMBEDDINGS_COUNT: &str = "tracia.embeddings.count";
+/// Whether the call streamed.
+pub(crate) const REQUEST_STREAM: &str = "gen_ai.request.stream";
+/// `chat_completions` or `responses`: which OpenAI API served the call.
+pub(crate) const OPENAI_API_TYPE: &str = "openai.api.type";
+/// The slug of the Tracia prompt a `prompts.run` ran.
+pub(crate) const PROMPT_NAME: &str = "gen_ai.prompt.name";
+/// The version of that prompt.
+pub(crate) const PROMPT_VERSION: &str = "gen_ai.prompt.version";
+/// The call's cost in USD, when the model's price is known.
+pub(crate) const TRACIA_COST_USD: &str = "tracia.cost_usd";
+/// Seconds from the start to the first streamed chunk.
+pub(crate) const RESPONSE_TIME_TO_FIRST_CHUNK: &str = "gen_ai.response.time_to_first_chunk";
+pub(crate) const RESPONSE_ID: &str = "gen_ai.response.id";
+pub(crate) const USAGE_CACHE_READ_INPUT_TOKENS: &str = "gen_ai.usage.cache_read.input_tokens";
+/// The v1.41 name of the cache-write count.
+pub(crate) const USAGE_CACHE_CREATION_INPUT_TOKENS: &str =
+    "gen_ai.usage.cache_creation.input_tokens";
+/// The latest-experimental name of the cache-write count.
+pub(crate) const USAGE_CACHE_WRITE_INPUT_TOKENS: &str = "gen_ai.usage.cache_write.input_tokens";
+pub(crate) const USAGE_REASONING_OUTPUT_TOKENS: &str = "gen_ai.usage.reasoning.output_tokens";
+/// `tracing-opentelemetry`'s field for the span name.
+pub(crate) const OTEL_NAME: &str = "otel.name";
+/// `tracing-opentelemetry`'s field for the span status.
+pub(crate) const OTEL_STATUS_CODE: &str = "otel.status_code";
+/// `tracing-opentelemetry`'s field for the status description.
+pub(crate) const OTEL_STATUS_DESCRIPTION: &str = "otel.status_description";
+pub(crate) const ERROR_TYPE: &str = "error.type";
+/// On the `exception` event.
+pub(crate) const EXCEPTION_TYPE: &str = "exception.type";
+/// On the `exception` event.
+pub(crate) const EXCEPTION_MESSAGE: &str = "exception.message";
+/// `true` on a stream its caller stopped.
+pub(crate) const TRACIA_STREAM_ABORTED: &str = "tracia.stream.aborted";
+pub(crate) const SERVER_ADDRESS: &str = "server.address";
+pub(crate) const SERVER_PORT: &str = "server.port";
+pub(crate) const CONVERSATION_ID: &str = "gen_ai.conversation.id";
+pub(crate) const OUTPUT_TYPE: &str = "gen_ai.output.type";
+pub(crate) const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
+/// The pre-1.37 name of `gen_ai.provider.name`, which other instrumentations still send.
+pub(crate) const LEGACY_SYSTEM: &str = "gen_ai.system";
+/// The older name of `gen_ai.usage.input_tokens`.
+pub(crate) const LEGACY_USAGE_PROMPT_TOKENS: &str = "gen_ai.usage.prompt_tokens";
+/// The older name of `gen_ai.usage.output_tokens`.
+pub(crate) const LEGACY_USAGE_COMPLETION_TOKENS: &str = "gen_ai.usage.completion_tokens";
+pub(crate) const OPENAI_RESPONSE_SERVICE_TIER: &str = "openai.response.service_tier";
+pub(crate) const OPENAI_RESPONSE_SYSTEM_FINGERPRINT: &str = "openai.response.system_fingerprint";
 /// `true` on the client span of `prompts.run`: the Tracia server that ran the prompt
 /// stored the run (tokens, cost) itself, so backends must not count this span again.
 pub(crate) const TRACIA_PROMPT_RUN: &str = "tracia.prompt.run";

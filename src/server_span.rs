@@ -13,6 +13,7 @@ use tracing::field::Empty;
 
 use crate::client::Tracia;
 use crate::propagation::{self, Conversation};
+use crate::semconv;
 use crate::session::Session;
 
 /// A tower layer that runs each request in a SERVER span (`{METHOD} {route}`, with
@@ -95,11 +96,14 @@ where
                 if let Ok(response) = &result {
                     let status = response.status();
                     let span = tracing::Span::current();
-                    span.record("http.response.status_code", i64::from(status.as_u16()));
+                    span.record(
+                        semconv::HTTP_RESPONSE_STATUS_CODE,
+                        i64::from(status.as_u16()),
+                    );
                     // Server spans are errors for 5xx only (semconv).
                     if status.is_server_error() {
-                        span.record("otel.status_code", "error");
-                        span.record("error.type", status.as_str());
+                        span.record(semconv::OTEL_STATUS_CODE, "error");
+                        span.record(semconv::ERROR_TYPE, status.as_str());
                     }
                 }
                 result

@@ -313,11 +313,11 @@ impl CallSpan {
         };
         record_target(&span, &target);
         if provider == Provider::OpenAi {
-            span.record("openai.api.type", api.openai_api_type());
+            span.record(semconv::OPENAI_API_TYPE, api.openai_api_type());
         }
         record_request(&span, input, settings, messages);
         if stream {
-            span.record("gen_ai.request.stream", true);
+            span.record(semconv::REQUEST_STREAM, true);
         }
         Self::place(span, started, placement, settings, send)
     }
@@ -339,13 +339,13 @@ impl CallSpan {
             },
         );
         if let Some(n) = input.dimensions {
-            span.record("gen_ai.embeddings.dimension.count", i64::from(n));
+            span.record(semconv::EMBEDDINGS_DIMENSION_COUNT, i64::from(n));
         }
         if let Some(session) = &input.options.session_id {
-            span.record("session.id", session.as_str());
+            span.record(semconv::SESSION_ID, session.as_str());
         }
         if let Some(user) = &input.options.user_id {
-            span.record("user.id", user.as_str());
+            span.record(semconv::USER_ID, user.as_str());
         }
         if !input.options.tags.is_empty() {
             string_array(
@@ -357,7 +357,7 @@ impl CallSpan {
         string_array(&span, semconv::REQUEST_ENCODING_FORMATS, ["float"]);
         if settings.capture_content {
             let texts = semconv::bounded_json_of(&input.texts);
-            span.record("tracia.embeddings.input", texts);
+            span.record(semconv::TRACIA_EMBEDDINGS_INPUT, texts);
         }
         Self::place(span, started, start.placement, settings, start.send)
     }
@@ -384,19 +384,19 @@ impl CallSpan {
                 record_server(&span, start.server);
             }
         }
-        span.record("gen_ai.prompt.name", start.slug);
+        span.record(semconv::PROMPT_NAME, start.slug);
         if let Some(version) = start.version {
-            span.record("gen_ai.prompt.version", version.to_string());
+            span.record(semconv::PROMPT_VERSION, version.to_string());
         }
         span.record(semconv::TRACIA_PROMPT_RUN, true);
         record_conversation(&span, start.session_id, start.user_id, start.tags);
         if settings.capture_content && !span.is_disabled() {
             if let Some(messages) = start.messages {
-                span.record("gen_ai.input.messages", semconv::input_messages(messages));
+                span.record(semconv::INPUT_MESSAGES, semconv::input_messages(messages));
             }
             if !start.variables.is_empty() {
                 let vars = semconv::bounded_json_of(start.variables);
-                span.record("tracia.variables", vars);
+                span.record(semconv::TRACIA_VARIABLES, vars);
             }
         }
         Self::place(span, started, start.placement, settings, true)
@@ -407,14 +407,14 @@ impl CallSpan {
     pub fn record_prompt_run(&self, version: Option<u32>, rendered: Option<&[Message]>) {
         if let Some(version) = version {
             self.span
-                .record("gen_ai.prompt.version", version.to_string());
+                .record(semconv::PROMPT_VERSION, version.to_string());
         }
         if let Some(messages) = rendered
             && self.settings.capture_content
             && !self.span.is_disabled()
         {
             self.span
-                .record("gen_ai.input.messages", semconv::input_messages(messages));
+                .record(semconv::INPUT_MESSAGES, semconv::input_messages(messages));
         }
     }
 
@@ -429,17 +429,17 @@ impl CallSpan {
     ) {
         let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
         let span = &self.span;
-        span.record("gen_ai.embeddings.dimension.count", n(dimensions));
-        span.record("tracia.embeddings.count", n(count));
+        span.record(semconv::EMBEDDINGS_DIMENSION_COUNT, n(dimensions));
+        span.record(semconv::TRACIA_EMBEDDINGS_COUNT, n(count));
         if let Some(model) = response_model {
-            span.record("gen_ai.response.model", model);
+            span.record(semconv::RESPONSE_MODEL, model);
         }
         if let Some(usage) = usage {
             let tokens = i64::try_from(usage.input_tokens).unwrap_or(i64::MAX);
-            span.record("gen_ai.usage.input_tokens", tokens);
+            span.record(semconv::USAGE_INPUT_TOKENS, tokens);
         }
         if let Some(cost) = cost {
-            span.record("tracia.cost_usd", cost);
+            span.record(semconv::TRACIA_COST_USD, cost);
         }
     }
 
@@ -526,7 +526,7 @@ impl CallSpan {
             .unwrap_or_default()
             .as_secs_f64();
         self.span
-            .record("gen_ai.response.time_to_first_chunk", seconds);
+            .record(semconv::RESPONSE_TIME_TO_FIRST_CHUNK, seconds);
     }
 
     /// Ends the span now (the first call only) and returns the call's duration in
@@ -561,24 +561,24 @@ impl CallSpan {
         let finish_str = if cut_off { "error" } else { finish.otel_str() };
         let span = &self.span;
         if let Some(id) = &response.id {
-            span.record("gen_ai.response.id", id.as_str());
+            span.record(semconv::RESPONSE_ID, id.as_str());
         }
         if let Some(model) = &response.model {
-            span.record("gen_ai.response.model", model.as_str());
+            span.record(semconv::RESPONSE_MODEL, model.as_str());
         }
         string_array(span, semconv::RESPONSE_FINISH_REASONS, [finish_str]);
         if let Some(usage) = usage {
             self.record_usage(usage);
         }
         if let Some(cost) = cost {
-            span.record("tracia.cost_usd", cost);
+            span.record(semconv::TRACIA_COST_USD, cost);
         }
         for (key, value) in &response.attributes {
             span.record(*key, value.as_str());
         }
         if self.settings.capture_content && !span.is_disabled() {
             span.record(
-                "gen_ai.output.messages",
+                semconv::OUTPUT_MESSAGES,
                 semconv::output_messages(
                     &response.reasoning,
                     &response.text,
@@ -592,41 +592,41 @@ impl CallSpan {
     fn record_usage(&self, usage: &Usage) {
         let span = &self.span;
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        span.record("gen_ai.usage.input_tokens", n(usage.input_tokens));
-        span.record("gen_ai.usage.output_tokens", n(usage.output_tokens));
+        span.record(semconv::USAGE_INPUT_TOKENS, n(usage.input_tokens));
+        span.record(semconv::USAGE_OUTPUT_TOKENS, n(usage.output_tokens));
         if let Some(v) = usage.cache_read_input_tokens {
-            span.record("gen_ai.usage.cache_read.input_tokens", n(v));
+            span.record(semconv::USAGE_CACHE_READ_INPUT_TOKENS, n(v));
         }
         if let Some(v) = usage.cache_creation_input_tokens {
             let key = match self.settings.semconv {
-                SemconvMode::V1_41 => "gen_ai.usage.cache_creation.input_tokens",
-                SemconvMode::LatestExperimental => "gen_ai.usage.cache_write.input_tokens",
+                SemconvMode::V1_41 => semconv::USAGE_CACHE_CREATION_INPUT_TOKENS,
+                SemconvMode::LatestExperimental => semconv::USAGE_CACHE_WRITE_INPUT_TOKENS,
             };
             span.record(key, n(v));
         }
         if let Some(v) = usage.reasoning_output_tokens {
-            span.record("gen_ai.usage.reasoning.output_tokens", n(v));
+            span.record(semconv::USAGE_REASONING_OUTPUT_TOKENS, n(v));
         }
     }
 
     /// Marks the span failed: status, `error.type`, and the exception event.
     pub fn record_error(&self, error: &Error) {
         let span = &self.span;
-        span.record("otel.status_code", "error");
-        span.record("otel.status_description", error.to_string());
-        span.record("error.type", error.otel_error_type());
+        span.record(semconv::OTEL_STATUS_CODE, "error");
+        span.record(semconv::OTEL_STATUS_DESCRIPTION, error.to_string());
+        span.record(semconv::ERROR_TYPE, error.otel_error_type());
         span.add_event(
             "exception",
             vec![
-                KeyValue::new("exception.type", error.code().as_str()),
-                KeyValue::new("exception.message", error.to_string()),
+                KeyValue::new(semconv::EXCEPTION_TYPE, error.code().as_str()),
+                KeyValue::new(semconv::EXCEPTION_MESSAGE, error.to_string()),
             ],
         );
     }
 
     /// Marks a stream that the caller stopped (abort or drop).
     pub fn record_aborted(&self) {
-        self.span.record("tracia.stream.aborted", true);
+        self.span.record(semconv::TRACIA_STREAM_ABORTED, true);
     }
 }
 
@@ -659,8 +659,8 @@ fn warn_no_pipeline() {
 /// Name, operation, provider, model and server: the attributes every operation shares.
 pub(crate) fn record_target(span: &tracing::Span, target: &SpanTarget<'_>) {
     record_operation(span, target.operation, Some(target.model));
-    span.record("gen_ai.provider.name", target.provider.otel_name());
-    span.record("tracia.provider", target.provider.as_str());
+    span.record(semconv::PROVIDER_NAME, target.provider.otel_name());
+    span.record(semconv::TRACIA_PROVIDER, target.provider.as_str());
     record_server(span, target.server);
 }
 
@@ -669,21 +669,21 @@ pub(crate) fn record_target(span: &tracing::Span, target: &SpanTarget<'_>) {
 fn record_operation(span: &tracing::Span, operation: &str, model: Option<&str>) {
     match model {
         Some(model) => {
-            span.record("otel.name", format!("{operation} {model}"));
-            span.record("gen_ai.request.model", model);
+            span.record(semconv::OTEL_NAME, format!("{operation} {model}"));
+            span.record(semconv::REQUEST_MODEL, model);
         }
         None => {
-            span.record("otel.name", operation);
+            span.record(semconv::OTEL_NAME, operation);
         }
     }
 }
 
 fn record_server(span: &tracing::Span, server: &reqwest::Url) {
     if let Some(host) = server.host_str() {
-        span.record("server.address", host);
+        span.record(semconv::SERVER_ADDRESS, host);
     }
     if let Some(port) = server.port_or_known_default() {
-        span.record("server.port", i64::from(port));
+        span.record(semconv::SERVER_PORT, i64::from(port));
     }
 }
 
@@ -696,11 +696,11 @@ fn record_conversation(
     tags: &[String],
 ) {
     if let Some(session) = session {
-        span.record("session.id", session);
-        span.record("gen_ai.conversation.id", session);
+        span.record(semconv::SESSION_ID, session);
+        span.record(semconv::CONVERSATION_ID, session);
     }
     if let Some(user) = user {
-        span.record("user.id", user);
+        span.record(semconv::USER_ID, user);
     }
     if !tags.is_empty() {
         string_array(span, semconv::TRACIA_TAGS, tags.iter().cloned());
@@ -714,13 +714,13 @@ fn record_request(
     messages: &[Message],
 ) {
     if let Some(t) = input.temperature {
-        span.record("gen_ai.request.temperature", t);
+        span.record(semconv::REQUEST_TEMPERATURE, t);
     }
     if let Some(p) = input.top_p {
-        span.record("gen_ai.request.top_p", p);
+        span.record(semconv::REQUEST_TOP_P, p);
     }
     if let Some(n) = input.max_output_tokens {
-        span.record("gen_ai.request.max_tokens", i64::from(n));
+        span.record(semconv::REQUEST_MAX_TOKENS, i64::from(n));
     }
     if !input.stop_sequences.is_empty() {
         string_array(
@@ -734,7 +734,7 @@ fn record_request(
             ResponseFormat::Json | ResponseFormat::JsonSchema { .. } => "json",
             ResponseFormat::Custom(_) => "text",
         };
-        span.record("gen_ai.output.type", kind);
+        span.record(semconv::OUTPUT_TYPE, kind);
     }
     record_conversation(
         span,
@@ -745,15 +745,15 @@ fn record_request(
     // A span no subscriber records (none installed, or `send_trace(false)`) is not
     // worth the JSON: it is most of what an untraced call would spend here.
     if settings.capture_content && !span.is_disabled() {
-        span.record("gen_ai.input.messages", semconv::input_messages(messages));
+        span.record(semconv::INPUT_MESSAGES, semconv::input_messages(messages));
         if !input.variables.is_empty() {
             let vars = semconv::bounded_json_of(&input.variables);
-            span.record("tracia.variables", vars);
+            span.record(semconv::TRACIA_VARIABLES, vars);
         }
     }
     if !input.tools.is_empty() {
         let definitions = semconv::tool_definitions(&input.tools, settings.capture_content);
-        span.record("gen_ai.tool.definitions", definitions);
+        span.record(semconv::TOOL_DEFINITIONS, definitions);
     }
 }
 

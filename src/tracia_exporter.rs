@@ -438,7 +438,7 @@ impl SpanPayload {
         let provider = s(semconv::TRACIA_PROVIDER).or_else(|| {
             // `gen_ai.system` is the pre-1.37 name other instrumentations still send.
             s(semconv::PROVIDER_NAME)
-                .or_else(|| s("gen_ai.system"))
+                .or_else(|| s(semconv::LEGACY_SYSTEM))
                 .map(|p| match p.as_str() {
                     "gcp.gemini" | "gcp.vertex_ai" | "gcp.gen_ai" => "google".to_owned(),
                     "aws.bedrock" => "amazon_bedrock".to_owned(),
@@ -452,10 +452,10 @@ impl SpanPayload {
             .unwrap_or_default();
         // `prompt_tokens` / `completion_tokens` are the older names of the same counts.
         let input_tokens = i(semconv::USAGE_INPUT_TOKENS)
-            .or_else(|| i("gen_ai.usage.prompt_tokens"))
+            .or_else(|| i(semconv::LEGACY_USAGE_PROMPT_TOKENS))
             .unwrap_or(0);
         let output_tokens = i(semconv::USAGE_OUTPUT_TOKENS)
-            .or_else(|| i("gen_ai.usage.completion_tokens"))
+            .or_else(|| i(semconv::LEGACY_USAGE_COMPLETION_TOKENS))
             .unwrap_or(0);
         let (output_text, tool_calls) = s(semconv::OUTPUT_MESSAGES)
             .map(|o| semconv::output_from(&o))
