@@ -290,12 +290,17 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/traces", post(api::ingest_traces))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestDecompressionLayer::new());
+    // The Tracia REST API: spans and evaluations (`rest`) and prompts, which build on
+    // `rest`, merged here so that neither module imports the other's routes.
+    let api = rest::routes()
+        .merge(prompts::routes())
+        .layer(DefaultBodyLimit::max(rest::MAX_API_BODY_BYTES));
     Router::new()
         .route("/healthz", get(api::healthz))
         .merge(ui::routes())
         .route("/api/ui/status", get(api::status))
         .route("/api/ui/prompts/{slug}/versions", get(prompts::versions))
-        .merge(rest::routes())
+        .merge(api)
         .merge(otlp)
         // Outermost, so that it also covers unknown paths (no probing without a key).
         .layer(middleware::from_fn_with_state(
