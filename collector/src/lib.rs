@@ -110,7 +110,6 @@ pub mod model;
 pub mod otlp;
 pub mod prompts;
 pub mod rest;
-mod schema;
 pub mod security;
 pub mod store;
 mod time;
