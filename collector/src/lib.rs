@@ -159,9 +159,9 @@ pub fn parse_retention(text: &str) -> Result<Option<Duration>, String> {
     }
 }
 
-/// Deletes what ended more than `keep` ago ([`store::Store::prune`]) now and then
+/// Deletes what ended more than `keep` ago ([`store::SpanStore::prune`]) now and then
 /// every hour, in the background.
-pub fn spawn_retention(store: store::Store, keep: Duration) {
+pub fn spawn_retention(store: impl store::SpanStore, keep: Duration) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(RETENTION_SWEEP);
         loop {
@@ -192,8 +192,11 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// Where spans and prompts are kept.
-    pub store: store::Store,
+    /// Where spans, traces, sessions and evaluations are kept: any engine.
+    pub store: Arc<dyn store::SpanStore>,
+    /// Where prompts are kept: the SQLite store, whose SQL the prompt handlers run
+    /// (prompts have no engine-neutral trait yet).
+    pub prompts: store::Store,
     /// Whether each received GenAI span is printed as one line to stdout.
     pub log_spans: bool,
     /// Where received spans are forwarded (nowhere by default).
@@ -219,7 +222,8 @@ impl AppState {
     /// [`AppState::with_llm`] gives one).
     pub fn new(store: store::Store) -> Self {
         Self {
-            store,
+            store: Arc::new(store.clone()),
+            prompts: store,
             log_spans: false,
             forward: Arc::default(),
             llm: tracia::Tracia::builder()

@@ -333,7 +333,7 @@ async fn load(
 ) -> Result<(PromptRow, VersionRow), ApiError> {
     let owned = slug.to_owned();
     let found = state
-        .store
+        .prompts
         .read(move |conn| {
             let Some(prompt) = prompt_by_slug(conn, &owned)? else {
                 return Ok(None);
@@ -450,7 +450,7 @@ struct VersionList {
 /// `GET /api/v1/prompts`: every prompt, most recently changed first.
 async fn list_prompts(State(state): State<AppState>) -> Result<Json<PromptList>, ApiError> {
     let rows = state
-        .store
+        .prompts
         .read(|conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {PROMPT_COLUMNS} FROM prompts ORDER BY updated_ns DESC, slug"
@@ -533,7 +533,7 @@ async fn create_prompt(
         updated_ns: now,
     };
     let (prompt, version) = state
-        .store
+        .prompts
         .write(move |tx| {
             if prompt_by_slug(tx, &prompt.slug)?.is_some() {
                 return Ok(Err(slug_taken(&prompt.slug)));
@@ -564,7 +564,7 @@ async fn update_prompt(
     let content = body.content()?;
     let now = now_unix_nano();
     let (prompt, version) = state
-        .store
+        .prompts
         .write(move |tx| {
             let Some(mut prompt) = prompt_by_slug(tx, &slug)? else {
                 return Ok(Err(ApiError::not_found(format!(
@@ -618,7 +618,7 @@ async fn delete_prompt(
     let slug = path(slug)?;
     let owned = slug.clone();
     let deleted = state
-        .store
+        .prompts
         .write(move |tx| {
             let Some(prompt) = prompt_by_slug(tx, &owned)? else {
                 return Ok(false);
@@ -645,7 +645,7 @@ pub async fn versions(
     let slug = path(slug)?;
     let owned = slug.clone();
     let versions = state
-        .store
+        .prompts
         .read(move |conn| {
             let Some(prompt) = prompt_by_slug(conn, &owned)? else {
                 return Ok(None);

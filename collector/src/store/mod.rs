@@ -34,9 +34,10 @@ mod writer;
 
 use std::path::PathBuf;
 
+use futures::future::BoxFuture;
 use serde::Serialize;
 
-use crate::model::SpanStatus;
+use crate::model::{SpanRecord, SpanStatus};
 
 pub(crate) use spans::body;
 pub use sqlite::Store;
@@ -78,6 +79,83 @@ pub enum StoreError {
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What the handlers (REST API, UI, ingestion) and retention need from a storage
+/// engine. [`Store`] is the SQLite one; another engine (PostgreSQL, say) implements this
+/// (and [`PromptStore`]) and is set as `AppState`'s `store` (and `prompts`), without a
+/// change to the handlers.
+///
+/// Object-safe (methods return boxed futures) so that the handlers hold an
+/// `Arc<dyn SpanStore>` picked at start from a flag, rather than being generic over
+/// the engine, which would spread a type parameter through `AppState`, every handler
+/// and the router. A boxed future per call costs nothing next to a database round trip.
+/// Async because every engine waits on I/O; an engine must not block the runtime
+/// thread (the SQLite one reads on the blocking pool and writes on its own thread).
+///
+/// Every write resolves only once it is durable: an acknowledged export is committed.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tracia_collector::store::{SpanQuery, SpanStore, Store};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let dir = tempfile::tempdir().unwrap();
+/// let store: Arc<dyn SpanStore> = Arc::new(Store::open(dir.path()).unwrap());
+/// let page = store.list_spans(SpanQuery::default()).await.unwrap();
+/// assert!(page.items.is_empty());
+/// # });
+/// ```
+pub trait SpanStore: std::fmt::Debug + Send + Sync + 'static {
+    /// Stores spans (a span id seen before is kept as first stored, so re-sent exports
+    /// are idempotent). Resolves once the spans are committed.
+    fn insert(&self, records: Vec<SpanRecord>) -> BoxFuture<'_, Result<()>>;
+
+    /// One span.
+    fn get_span<'a>(&'a self, span_id: &'a str) -> BoxFuture<'a, Result<Option<SpanRecord>>>;
+
+    /// Spans newest first, filtered.
+    fn list_spans(&self, query: SpanQuery) -> BoxFuture<'_, Result<Page<SpanRecord>>>;
+
+    /// Every span of a trace, in start order.
+    fn trace<'a>(&'a self, trace_id: &'a str) -> BoxFuture<'a, Result<Vec<SpanRecord>>>;
+
+    /// Traces newest first (by their earliest span), filtered; a trace whose start moves
+    /// earlier while a client pages may show up again, but is never skipped.
+    fn traces(&self, query: TraceQuery) -> BoxFuture<'_, Result<Page<TraceSummary>>>;
+
+    /// One trace's summary.
+    fn trace_summary<'a>(
+        &'a self,
+        trace_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TraceSummary>>>;
+
+    /// The tags of each of these traces (distinct, in the order they first appear).
+    fn trace_tags(&self, trace_ids: Vec<String>) -> BoxFuture<'_, Result<Vec<Vec<String>>>>;
+
+    /// Sessions, most recently active first.
+    fn sessions(
+        &self,
+        limit: Option<usize>,
+        cursor: Option<String>,
+    ) -> BoxFuture<'_, Result<Page<SessionSummary>>>;
+
+    /// Attaches an evaluation to a stored span; `None` when the span is unknown.
+    fn add_evaluation<'a>(
+        &'a self,
+        span_id: &'a str,
+        evaluator_key: &'a str,
+        value: f64,
+        note: Option<String>,
+        now_unix_nano: i64,
+    ) -> BoxFuture<'a, Result<Option<Evaluation>>>;
+
+    /// The evaluations of a span, oldest first.
+    fn evaluations<'a>(&'a self, span_id: &'a str) -> BoxFuture<'a, Result<Vec<Evaluation>>>;
+
+    /// Deletes what ended before `cutoff_unix_nano` (whole traces, never half of one);
+    /// returns how many spans went.
+    fn prune(&self, cutoff_unix_nano: i64) -> BoxFuture<'_, Result<usize>>;
+}
 
 /// One page of a listing.
 #[derive(Debug, Clone, PartialEq, Serialize)]

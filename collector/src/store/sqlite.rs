@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -13,8 +15,8 @@ use super::retention::prune_some;
 use super::spans::{SPAN_COLUMNS, insert_span, span_from_row};
 use super::writer::{QUEUE_DEPTH, Reply, WriteJob, run_write, writer_loop};
 use super::{
-    DB_FILE, Evaluation, Page, Result, SessionSummary, SpanQuery, StoreError, TraceQuery,
-    TraceSummary, schema,
+    DB_FILE, Evaluation, Page, Result, SessionSummary, SpanQuery, SpanStore, StoreError,
+    TraceQuery, TraceSummary, schema,
 };
 use crate::model::SpanRecord;
 
@@ -330,6 +332,67 @@ impl Store {
                 return Ok(deleted);
             }
         }
+    }
+}
+
+/// The engine-neutral face of the methods above, for the handlers.
+impl SpanStore for Store {
+    fn insert(&self, records: Vec<SpanRecord>) -> BoxFuture<'_, Result<()>> {
+        Store::insert(self, records).boxed()
+    }
+
+    fn get_span<'a>(&'a self, span_id: &'a str) -> BoxFuture<'a, Result<Option<SpanRecord>>> {
+        Store::get_span(self, span_id).boxed()
+    }
+
+    fn list_spans(&self, query: SpanQuery) -> BoxFuture<'_, Result<Page<SpanRecord>>> {
+        Store::list_spans(self, query).boxed()
+    }
+
+    fn trace<'a>(&'a self, trace_id: &'a str) -> BoxFuture<'a, Result<Vec<SpanRecord>>> {
+        Store::trace(self, trace_id).boxed()
+    }
+
+    fn traces(&self, query: TraceQuery) -> BoxFuture<'_, Result<Page<TraceSummary>>> {
+        Store::traces(self, query).boxed()
+    }
+
+    fn trace_summary<'a>(
+        &'a self,
+        trace_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TraceSummary>>> {
+        Store::trace_summary(self, trace_id).boxed()
+    }
+
+    fn trace_tags(&self, trace_ids: Vec<String>) -> BoxFuture<'_, Result<Vec<Vec<String>>>> {
+        Store::trace_tags(self, trace_ids).boxed()
+    }
+
+    fn sessions(
+        &self,
+        limit: Option<usize>,
+        cursor: Option<String>,
+    ) -> BoxFuture<'_, Result<Page<SessionSummary>>> {
+        Store::sessions(self, limit, cursor).boxed()
+    }
+
+    fn add_evaluation<'a>(
+        &'a self,
+        span_id: &'a str,
+        evaluator_key: &'a str,
+        value: f64,
+        note: Option<String>,
+        now_unix_nano: i64,
+    ) -> BoxFuture<'a, Result<Option<Evaluation>>> {
+        Store::add_evaluation(self, span_id, evaluator_key, value, note, now_unix_nano).boxed()
+    }
+
+    fn evaluations<'a>(&'a self, span_id: &'a str) -> BoxFuture<'a, Result<Vec<Evaluation>>> {
+        Store::evaluations(self, span_id).boxed()
+    }
+
+    fn prune(&self, cutoff_unix_nano: i64) -> BoxFuture<'_, Result<usize>> {
+        Store::prune(self, cutoff_unix_nano).boxed()
     }
 }
 
