@@ -194,9 +194,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 pub struct AppState {
     /// Where spans, traces, sessions and evaluations are kept: any engine.
     pub store: Arc<dyn store::SpanStore>,
-    /// Where prompts are kept: the SQLite store, whose SQL the prompt handlers run
-    /// (prompts have no engine-neutral trait yet).
-    pub prompts: store::Store,
+    /// Where prompts and their versions are kept: any engine.
+    pub prompts: Arc<dyn store::PromptStore>,
     /// Whether each received GenAI span is printed as one line to stdout.
     pub log_spans: bool,
     /// Where received spans are forwarded (nowhere by default).
@@ -223,7 +222,7 @@ impl AppState {
     pub fn new(store: store::Store) -> Self {
         Self {
             store: Arc::new(store.clone()),
-            prompts: store,
+            prompts: Arc::new(store),
             log_spans: false,
             forward: Arc::default(),
             llm: tracia::Tracia::builder()

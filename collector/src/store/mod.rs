@@ -25,6 +25,7 @@
 //! The SQLite store is [`Store`] (`sqlite`), over the writer thread (`writer`), the span
 //! row (`spans`), the listings (`queries`) and retention (`retention`).
 
+mod prompts;
 mod queries;
 mod retention;
 mod schema;
@@ -39,6 +40,7 @@ use serde::Serialize;
 
 use crate::model::{SpanRecord, SpanStatus};
 
+pub use prompts::{PromptMessage, PromptRow, Settings, VersionRow};
 pub(crate) use spans::body;
 pub use sqlite::Store;
 
@@ -155,6 +157,85 @@ pub trait SpanStore: std::fmt::Debug + Send + Sync + 'static {
     /// Deletes what ended before `cutoff_unix_nano` (whole traces, never half of one);
     /// returns how many spans went.
     fn prune(&self, cutoff_unix_nano: i64) -> BoxFuture<'_, Result<usize>>;
+}
+
+/// What the prompt handlers need from a storage engine: prompts and their versions,
+/// each call one read or one write transaction. Object-safe, like [`SpanStore`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use tracia_collector::store::{PromptStore, Store};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let dir = tempfile::tempdir().unwrap();
+/// let store: Arc<dyn PromptStore> = Arc::new(Store::open(dir.path()).unwrap());
+/// assert!(store.prompts().await.unwrap().is_empty());
+/// assert!(store.prompt("welcome", None).await.unwrap().is_none());
+/// # });
+/// ```
+pub trait PromptStore: std::fmt::Debug + Send + Sync + 'static {
+    /// Every prompt with its current version, most recently changed first.
+    fn prompts(&self) -> BoxFuture<'_, Result<Vec<(PromptRow, VersionRow)>>>;
+
+    /// A prompt and one of its versions (the current one unless `version` is given);
+    /// `None` for an unknown slug, a `None` version for an unknown version.
+    fn prompt<'a>(
+        &'a self,
+        slug: &'a str,
+        version: Option<i64>,
+    ) -> BoxFuture<'a, Result<Option<FoundPrompt>>>;
+
+    /// Stores a new prompt with its first version; `None` when its slug is taken.
+    fn create_prompt(
+        &self,
+        prompt: PromptRow,
+        version: VersionRow,
+    ) -> BoxFuture<'_, Result<Option<(PromptRow, VersionRow)>>>;
+
+    /// Changes a prompt in one write: its slug to `new_slug` (unless taken), then
+    /// `edit` on the prompt and its current version, storing the version `edit`
+    /// returns, if any, as a new one.
+    fn update_prompt(
+        &self,
+        slug: String,
+        new_slug: Option<String>,
+        edit: PromptEdit,
+    ) -> BoxFuture<'_, Result<PromptUpdate>>;
+
+    /// Deletes a prompt and every version; `false` for an unknown slug.
+    fn delete_prompt<'a>(&'a self, slug: &'a str) -> BoxFuture<'a, Result<bool>>;
+
+    /// Every version of a prompt, newest first; `None` for an unknown slug.
+    fn prompt_versions<'a>(
+        &'a self,
+        slug: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<VersionRow>>>>;
+}
+
+/// The change [`PromptStore::update_prompt`] makes to a prompt, given its current
+/// version: `Ok(Some(version))` stores a new version, `Ok(None)` keeps the current one,
+/// `Err(message)` refuses the update (nothing is stored).
+pub type PromptEdit = Box<
+    dyn FnOnce(&mut PromptRow, &VersionRow) -> std::result::Result<Option<VersionRow>, String>
+        + Send,
+>;
+
+/// A prompt found by [`PromptStore::prompt`], with the version asked for (`None`
+/// when the prompt has no such version).
+pub type FoundPrompt = (PromptRow, Option<VersionRow>);
+
+/// What [`PromptStore::update_prompt`] did.
+#[derive(Debug)]
+pub enum PromptUpdate {
+    /// Stored: the prompt and the version it now shows (boxed: the other answers are
+    /// small).
+    Updated(Box<(PromptRow, VersionRow)>),
+    /// No prompt has that slug.
+    NotFound,
+    /// Another prompt has the new slug.
+    SlugTaken(String),
+    /// The edit refused, with this message.
+    Invalid(String),
 }
 
 /// One page of a listing.

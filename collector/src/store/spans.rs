@@ -237,4 +237,3 @@ pub(super) fn span_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SpanRec
         },
     })
 }
-

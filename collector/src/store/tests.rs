@@ -3,15 +3,15 @@ use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::task::Poll;
 
-use super::*;
 use super::queries::{FEW_CANDIDATES, Select, sessions_select, spans_select, traces_select};
-use super::spans::{body_of, insert_span};
 use super::retention::PRUNE_CHUNK;
+use super::spans::{body_of, insert_span};
 use super::sqlite::open_reader;
+use super::*;
+use crate::model::{SpanKind, SpanRecord};
 use rusqlite::Connection;
 use serde_json::Map;
 use tokio::sync::oneshot;
-use crate::model::{SpanKind, SpanRecord};
 
 fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
