@@ -22,8 +22,10 @@
 //! - **Schema** versions live in [`schema`]; every value is a bound parameter,
 //!   never SQL text.
 //!
-//! The SQLite store is [`Store`] (`sqlite`), over the writer thread (`writer`), the span
-//! row (`spans`), the listings (`queries`) and retention (`retention`).
+//! The handlers see only the traits [`SpanStore`] and [`PromptStore`] and the types of
+//! this module. The SQLite engine is [`Store`] (`sqlite`), over the writer thread
+//! (`writer`), the span row (`spans`), the listings (`queries`), retention (`retention`)
+//! and prompts (`prompts`).
 
 mod prompts;
 mod queries;
