@@ -1,5 +1,5 @@
 //! HTTP handlers: the OTLP/HTTP receiver and the collector's status (the Tracia REST API
-//! is in [`crate::rest`], the UI in [`crate::ui`]).
+//! is in the `rest` module, the UI in `ui`: both build on this one, which imports neither).
 
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;

@@ -110,7 +110,6 @@ pub mod model;
 pub mod otlp;
 pub mod prompts;
 pub mod rest;
-mod schema;
 pub mod security;
 pub mod store;
 mod time;
@@ -160,9 +159,9 @@ pub fn parse_retention(text: &str) -> Result<Option<Duration>, String> {
     }
 }
 
-/// Deletes what ended more than `keep` ago ([`store::Store::prune`]) now and then
+/// Deletes what ended more than `keep` ago ([`store::SpanStore::prune`]) now and then
 /// every hour, in the background.
-pub fn spawn_retention(store: store::Store, keep: Duration) {
+pub fn spawn_retention(store: impl store::SpanStore, keep: Duration) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(RETENTION_SWEEP);
         loop {
@@ -193,8 +192,10 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// Where spans and prompts are kept.
-    pub store: store::Store,
+    /// Where spans, traces, sessions and evaluations are kept: any engine.
+    pub store: Arc<dyn store::SpanStore>,
+    /// Where prompts and their versions are kept: any engine.
+    pub prompts: Arc<dyn store::PromptStore>,
     /// Whether each received GenAI span is printed as one line to stdout.
     pub log_spans: bool,
     /// Where received spans are forwarded (nowhere by default).
@@ -220,7 +221,8 @@ impl AppState {
     /// [`AppState::with_llm`] gives one).
     pub fn new(store: store::Store) -> Self {
         Self {
-            store,
+            store: Arc::new(store.clone()),
+            prompts: Arc::new(store),
             log_spans: false,
             forward: Arc::default(),
             llm: tracia::Tracia::builder()
@@ -290,12 +292,17 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/traces", post(api::ingest_traces))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestDecompressionLayer::new());
+    // The Tracia REST API: spans and evaluations (`rest`) and prompts, which build on
+    // `rest`, merged here so that neither module imports the other's routes.
+    let api = rest::routes()
+        .merge(prompts::routes())
+        .layer(DefaultBodyLimit::max(rest::MAX_API_BODY_BYTES));
     Router::new()
         .route("/healthz", get(api::healthz))
         .merge(ui::routes())
         .route("/api/ui/status", get(api::status))
         .route("/api/ui/prompts/{slug}/versions", get(prompts::versions))
-        .merge(rest::routes())
+        .merge(api)
         .merge(otlp)
         // Outermost, so that it also covers unknown paths (no probing without a key).
         .layer(middleware::from_fn_with_state(

@@ -16,16 +16,18 @@ use axum::{Json, Router};
 use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use rusqlite::{Connection, OptionalExtension as _, params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tracia::{ErrorCode, Message, Provider, Role, RunLocal};
 
 use crate::AppState;
 use crate::model::{self, CreateSpan, SpanRecord};
+use crate::store::{PromptEdit, PromptRow, PromptUpdate, Settings, VersionRow};
+
 use crate::rest::{
     ApiError, ApiJson, now_unix_nano, parse_span_id, parse_trace_id, path, query, store_spans,
 };
+pub use crate::store::PromptMessage;
 use crate::time::iso8601;
 
 /// The `/api/v1/prompts` routes.
@@ -37,17 +39,6 @@ pub fn routes() -> Router<AppState> {
             get(get_prompt).put(update_prompt).delete(delete_prompt),
         )
         .route("/api/v1/prompts/{slug}/run", post(run_prompt))
-}
-
-/// One message of a prompt template, as Tracia shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PromptMessage {
-    /// `msg_1`, `msg_2`, … unless the client named it.
-    pub id: String,
-    /// `system`, `developer`, `user` or `assistant`.
-    pub role: Role,
-    /// The text, with `{{name}}` placeholders.
-    pub content: String,
 }
 
 /// A slug from a prompt name: lowercase ASCII letters and digits, every other run of
@@ -66,37 +57,6 @@ pub fn slugify(name: &str) -> String {
         }
     }
     slug.trim_end_matches('-').to_owned()
-}
-
-/// The model settings of a version.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Settings {
-    provider: Option<Provider>,
-    model: Option<String>,
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    max_output_tokens: Option<u32>,
-    stop_sequences: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone)]
-struct PromptRow {
-    id: String,
-    slug: String,
-    name: String,
-    description: Option<String>,
-    current_version: i64,
-    created_ns: i64,
-    updated_ns: i64,
-}
-
-#[derive(Debug, Clone)]
-struct VersionRow {
-    version: i64,
-    content: Vec<PromptMessage>,
-    variables: Vec<String>,
-    settings: Settings,
-    created_ns: i64,
 }
 
 impl VersionRow {
@@ -212,118 +172,6 @@ fn same_content(a: &[PromptMessage], b: &[PromptMessage]) -> bool {
             .all(|(x, y)| x.role == y.role && x.content == y.content)
 }
 
-// --- Storage --------------------------------------------------------------------------
-
-const PROMPT_COLUMNS: &str = "id, slug, name, description, current_version, created_ns, updated_ns";
-const VERSION_COLUMNS: &str = "version, content, variables, provider, model, temperature, top_p, \
-    max_output_tokens, stop_sequences, created_ns";
-
-fn prompt_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PromptRow> {
-    Ok(PromptRow {
-        id: row.get(0)?,
-        slug: row.get(1)?,
-        name: row.get(2)?,
-        description: row.get(3)?,
-        current_version: row.get(4)?,
-        created_ns: row.get(5)?,
-        updated_ns: row.get(6)?,
-    })
-}
-
-/// A JSON column, or a conversion error naming it.
-fn json_column<T: serde::de::DeserializeOwned>(
-    row: &rusqlite::Row<'_>,
-    i: usize,
-) -> rusqlite::Result<T> {
-    let text: String = row.get(i)?;
-    serde_json::from_str(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
-fn version_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
-    let provider: Option<String> = row.get(3)?;
-    let stop: Option<String> = row.get(8)?;
-    Ok(VersionRow {
-        version: row.get(0)?,
-        content: json_column(row, 1)?,
-        variables: json_column(row, 2)?,
-        settings: Settings {
-            provider: provider.as_deref().and_then(Provider::parse),
-            model: row.get(4)?,
-            temperature: row.get(5)?,
-            top_p: row.get(6)?,
-            max_output_tokens: row.get(7)?,
-            stop_sequences: stop.and_then(|s| serde_json::from_str(&s).ok()),
-        },
-        created_ns: row.get(9)?,
-    })
-}
-
-fn prompt_by_slug(conn: &Connection, slug: &str) -> rusqlite::Result<Option<PromptRow>> {
-    conn.prepare_cached(&format!(
-        "SELECT {PROMPT_COLUMNS} FROM prompts WHERE slug = ?1"
-    ))?
-    .query_row(params![slug], prompt_from_row)
-    .optional()
-}
-
-fn version_of(
-    conn: &Connection,
-    prompt_id: &str,
-    version: i64,
-) -> rusqlite::Result<Option<VersionRow>> {
-    conn.prepare_cached(&format!(
-        "SELECT {VERSION_COLUMNS} FROM prompt_versions WHERE prompt_id = ?1 AND version = ?2"
-    ))?
-    .query_row(params![prompt_id, version], version_from_row)
-    .optional()
-}
-
-fn insert_version(conn: &Connection, prompt_id: &str, v: &VersionRow) -> rusqlite::Result<()> {
-    let s = &v.settings;
-    conn.prepare_cached(
-        "INSERT INTO prompt_versions (prompt_id, version, content, variables, provider, model,
-            temperature, top_p, max_output_tokens, stop_sequences, created_ns)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(params![
-        prompt_id,
-        v.version,
-        json!(v.content).to_string(),
-        json!(v.variables).to_string(),
-        s.provider.map(Provider::as_str),
-        s.model,
-        s.temperature,
-        s.top_p,
-        s.max_output_tokens,
-        s.stop_sequences.as_ref().map(|x| json!(x).to_string()),
-        v.created_ns,
-    ])?;
-    Ok(())
-}
-
-/// Writes the prompt's own columns (insert or update).
-fn save_prompt(conn: &Connection, p: &PromptRow) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO prompts (id, slug, name, description, current_version, created_ns, updated_ns)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (id) DO UPDATE SET slug = excluded.slug, name = excluded.name,
-            description = excluded.description, current_version = excluded.current_version,
-            updated_ns = excluded.updated_ns",
-    )?
-    .execute(params![
-        p.id,
-        p.slug,
-        p.name,
-        p.description,
-        p.current_version,
-        p.created_ns,
-        p.updated_ns
-    ])?;
-    Ok(())
-}
-
 /// A prompt and one of its versions (the current one unless `version` is given), or
 /// the 404 naming what is missing.
 async fn load(
@@ -331,17 +179,7 @@ async fn load(
     slug: &str,
     version: Option<i64>,
 ) -> Result<(PromptRow, VersionRow), ApiError> {
-    let owned = slug.to_owned();
-    let found = state
-        .store
-        .read(move |conn| {
-            let Some(prompt) = prompt_by_slug(conn, &owned)? else {
-                return Ok(None);
-            };
-            let version = version_of(conn, &prompt.id, version.unwrap_or(prompt.current_version))?;
-            Ok(Some((prompt, version)))
-        })
-        .await?;
+    let found = state.prompts.prompt(slug, version).await?;
     match found {
         None => Err(ApiError::not_found(format!("Prompt not found: {slug}"))),
         Some((_, None)) => Err(ApiError::not_found(format!(
@@ -449,24 +287,7 @@ struct VersionList {
 
 /// `GET /api/v1/prompts`: every prompt, most recently changed first.
 async fn list_prompts(State(state): State<AppState>) -> Result<Json<PromptList>, ApiError> {
-    let rows = state
-        .store
-        .read(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {PROMPT_COLUMNS} FROM prompts ORDER BY updated_ns DESC, slug"
-            ))?;
-            let prompts = stmt
-                .query_map([], prompt_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut rows = Vec::with_capacity(prompts.len());
-            for prompt in prompts {
-                if let Some(version) = version_of(conn, &prompt.id, prompt.current_version)? {
-                    rows.push((prompt, version));
-                }
-            }
-            Ok(rows)
-        })
-        .await?;
+    let rows = state.prompts.prompts().await?;
     Ok(Json(PromptList {
         prompts: rows
             .into_iter()
@@ -532,17 +353,12 @@ async fn create_prompt(
         created_ns: now,
         updated_ns: now,
     };
+    let taken = prompt.slug.clone();
     let (prompt, version) = state
-        .store
-        .write(move |tx| {
-            if prompt_by_slug(tx, &prompt.slug)?.is_some() {
-                return Ok(Err(slug_taken(&prompt.slug)));
-            }
-            save_prompt(tx, &prompt)?;
-            insert_version(tx, &prompt.id, &version)?;
-            Ok(Ok((prompt, version)))
-        })
-        .await??;
+        .prompts
+        .create_prompt(prompt, version)
+        .await?
+        .ok_or_else(|| slug_taken(&taken))?;
     Ok(Json(PromptOut::new(prompt, version, true)))
 }
 
@@ -563,50 +379,41 @@ async fn update_prompt(
     }
     let content = body.content()?;
     let now = now_unix_nano();
-    let (prompt, version) = state
-        .store
-        .write(move |tx| {
-            let Some(mut prompt) = prompt_by_slug(tx, &slug)? else {
-                return Ok(Err(ApiError::not_found(format!(
-                    "Prompt not found: {slug}"
-                ))));
-            };
-            let Some(current) = version_of(tx, &prompt.id, prompt.current_version)? else {
-                return Ok(Err(ApiError::not_found(format!(
-                    "Prompt not found: {slug}"
-                ))));
-            };
-            if let Some(new_slug) = nonempty(body.slug.take()).filter(|s| *s != prompt.slug) {
-                if prompt_by_slug(tx, &new_slug)?.is_some() {
-                    return Ok(Err(slug_taken(&new_slug)));
-                }
-                prompt.slug = new_slug;
-            }
-            if let Some(name) = body.name.take() {
-                prompt.name = name;
-            }
-            if let Some(description) = body.description.take() {
-                prompt.description = nonempty(Some(description));
-            }
-            let settings = match body.settings_over(&current.settings) {
-                Ok(settings) => settings,
-                Err(e) => return Ok(Err(e)),
-            };
-            let content = content.unwrap_or_else(|| current.content.clone());
-            let version =
-                if same_content(&content, &current.content) && settings == current.settings {
-                    current
-                } else {
-                    let next = VersionRow::new(current.version + 1, content, settings, now);
-                    insert_version(tx, &prompt.id, &next)?;
-                    prompt.current_version = next.version;
-                    next
-                };
-            prompt.updated_ns = now;
-            save_prompt(tx, &prompt)?;
-            Ok(Ok((prompt, version)))
-        })
-        .await??;
+    let new_slug = nonempty(body.slug.take());
+    // Runs in the store's write, on the prompt as stored (its slug already changed):
+    // the name, the description, and a new version when content or settings change.
+    let edit: PromptEdit = Box::new(move |prompt, current| {
+        if let Some(name) = body.name.take() {
+            prompt.name = name;
+        }
+        if let Some(description) = body.description.take() {
+            prompt.description = nonempty(Some(description));
+        }
+        let settings = body
+            .settings_over(&current.settings)
+            .map_err(|e| e.message().to_owned())?;
+        let content = content.unwrap_or_else(|| current.content.clone());
+        prompt.updated_ns = now;
+        if same_content(&content, &current.content) && settings == current.settings {
+            return Ok(None);
+        }
+        let next = VersionRow::new(current.version + 1, content, settings, now);
+        prompt.current_version = next.version;
+        Ok(Some(next))
+    });
+    let (prompt, version) = match state
+        .prompts
+        .update_prompt(slug.clone(), new_slug, edit)
+        .await?
+    {
+        PromptUpdate::Updated(updated) => *updated,
+        PromptUpdate::NotFound => {
+            return Err(ApiError::not_found(format!("Prompt not found: {slug}")));
+        }
+        PromptUpdate::SlugTaken(taken) => return Err(slug_taken(&taken)),
+        // `settings_over` refuses with INVALID_REQUEST only.
+        PromptUpdate::Invalid(message) => return Err(ApiError::invalid(message)),
+    };
     Ok(Json(PromptOut::new(prompt, version, true)))
 }
 
@@ -616,21 +423,7 @@ async fn delete_prompt(
     slug: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let slug = path(slug)?;
-    let owned = slug.clone();
-    let deleted = state
-        .store
-        .write(move |tx| {
-            let Some(prompt) = prompt_by_slug(tx, &owned)? else {
-                return Ok(false);
-            };
-            tx.execute(
-                "DELETE FROM prompt_versions WHERE prompt_id = ?1",
-                params![prompt.id],
-            )?;
-            tx.execute("DELETE FROM prompts WHERE id = ?1", params![prompt.id])?;
-            Ok(true)
-        })
-        .await?;
+    let deleted = state.prompts.delete_prompt(&slug).await?;
     if !deleted {
         return Err(ApiError::not_found(format!("Prompt not found: {slug}")));
     }
@@ -643,20 +436,9 @@ pub async fn versions(
     slug: Result<Path<String>, PathRejection>,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
     let slug = path(slug)?;
-    let owned = slug.clone();
     let versions = state
-        .store
-        .read(move |conn| {
-            let Some(prompt) = prompt_by_slug(conn, &owned)? else {
-                return Ok(None);
-            };
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {VERSION_COLUMNS} FROM prompt_versions WHERE prompt_id = ?1
-                 ORDER BY version DESC"
-            ))?;
-            let rows = stmt.query_map(params![prompt.id], version_from_row)?;
-            Ok(Some(rows.collect::<rusqlite::Result<Vec<_>>>()?))
-        })
+        .prompts
+        .prompt_versions(&slug)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Prompt not found: {slug}")))?;
     Ok(Json(VersionList {

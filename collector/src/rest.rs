@@ -1,13 +1,13 @@
 //! The Tracia REST API under `/api/v1`, as the official Tracia SDKs call it: its error
 //! shape, the JSON body extractor, and the span and evaluation routes. Prompts live in
-//! [`crate::prompts`].
+//! the `prompts` module, which builds on this one; `app` in the crate root merges both.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -27,17 +27,16 @@ use crate::time::{iso8601, parse_iso8601};
 /// The largest JSON body the API accepts; a larger one is answered 413.
 pub const MAX_API_BODY_BYTES: usize = 10 * 1024 * 1024;
 
-/// The `/api/v1` routes: spans, evaluations and prompts, with Tracia's JSON 404 for any
-/// other path under `/api/v1`.
+/// The `/api/v1` span and evaluation routes, with Tracia's JSON 404 for any other path
+/// under `/api/v1`. The prompt routes are merged next to them by `app` (the prompts
+/// module builds on this one, not the other way round); the body limit covers both.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/spans", get(list_spans).post(create_span))
         .route("/api/v1/spans/{span_id}", get(get_span))
         .route("/api/v1/spans/{span_id}/evaluations", post(evaluate_span))
-        .merge(crate::prompts::routes())
         .route("/api/v1", any(not_found))
         .route("/api/v1/{*rest}", any(not_found))
-        .layer(DefaultBodyLimit::max(MAX_API_BODY_BYTES))
 }
 
 /// An API failure, answered as Tracia's `{"error": {"code", "message"}}` with the HTTP
