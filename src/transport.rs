@@ -6,9 +6,9 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, stream};
 use http::HeaderMap;
 
-use crate::chat::ErrorBody;
+use crate::providers::chat::ErrorBody;
 use crate::error::{Error, ErrorCode, Result};
-use crate::provider::Provider;
+use crate::providers::provider::Provider;
 
 /// Maps a transport failure (no HTTP answer) to `TIMEOUT` or `NETWORK_ERROR`.
 /// The URL is stripped: it can carry a key for some providers.

@@ -11,9 +11,9 @@ use http::request::Parts;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use crate::client::Tracia;
+use crate::call::client::Tracia;
 use crate::propagation::{self, Conversation};
-use crate::session::Session;
+use crate::call::session::Session;
 
 /// A tower layer that runs each request in a SERVER span (`{METHOD} {route}`, with
 /// `http.request.method`, `http.route`, `url.path` and `http.response.status_code`),

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::chat::{
+use crate::providers::chat::{
     self, ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamAccumulator, StreamEvent,
     merge_options, path_segment,
 };
-use crate::embedding::{EmbedRequest, EmbedResponse, EmbedWire, InputType};
+use crate::call::embedding::{EmbedRequest, EmbedResponse, EmbedWire, InputType};
 use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolDefinition};
 use crate::usage::Usage;
 

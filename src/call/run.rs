@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::message::{
     Content, ContentPart, Message, ResponseFormat, ToolCall, ToolChoice, ToolDefinition,
 };
-use crate::provider::Provider;
+use crate::providers::provider::Provider;
 use crate::usage::Usage;
 
 /// The options every kind of call shares (provider, key, timeout, and where and how its

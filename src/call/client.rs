@@ -10,24 +10,24 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use secrecy::{ExposeSecret, SecretString};
 use tracing::Instrument;
 
-use crate::anthropic::AnthropicMessages;
-use crate::aws::{self, AwsCredentials};
-use crate::bedrock::BedrockConverse;
-use crate::chat::{ChatRequest, ChatResponse, ChatWire};
+use crate::providers::anthropic::AnthropicMessages;
+use crate::providers::bedrock::aws::{self, AwsCredentials};
+use crate::providers::bedrock::BedrockConverse;
+use crate::providers::chat::{ChatRequest, ChatResponse, ChatWire};
 use crate::config::{capture_content_from, env};
 use crate::error::{Error, ErrorCode, Result};
-use crate::gemini::GeminiChat;
+use crate::providers::gemini::GeminiChat;
 use crate::ids;
 use crate::message::Role;
-use crate::openai::OpenAiChat;
-use crate::openai_responses::OpenAiResponses;
+use crate::providers::openai::OpenAiChat;
+use crate::providers::openai_responses::OpenAiResponses;
 use crate::pricing;
-use crate::provider::Provider;
-use crate::run::{RunLocal, RunResult, assistant_message};
-use crate::semconv::SemconvMode;
-use crate::session::{Session, SessionOptions};
-use crate::span::{CallSpan, Placement, SpanSettings, SpanStart};
-use crate::stream::RunStream;
+use crate::providers::provider::Provider;
+use crate::call::run::{RunLocal, RunResult, assistant_message};
+use crate::telemetry::semconv::SemconvMode;
+use crate::call::session::{Session, SessionOptions};
+use crate::call::span::{CallSpan, Placement, SpanSettings, SpanStart};
+use crate::call::stream::RunStream;
 use crate::transport;
 use crate::variables;
 
@@ -682,7 +682,7 @@ impl Tracia {
 
     /// The checks that fail before any I/O, and where the span goes.
     fn validate(&self, input: &RunLocal, session: Placement) -> Result<Placement> {
-        crate::provider::check_model(&input.model)?;
+        crate::providers::provider::check_model(&input.model)?;
         if input.messages.is_empty() {
             return Err(Error::invalid("messages is required and cannot be empty"));
         }
@@ -710,7 +710,7 @@ impl Tracia {
     pub(crate) fn wire_model(&self, provider: Provider, model: &str) -> String {
         match provider {
             Provider::AmazonBedrock => {
-                crate::provider::bedrock_model_id(model, &self.inner.aws_region)
+                crate::providers::provider::bedrock_model_id(model, &self.inner.aws_region)
             }
             _ => model.to_owned(),
         }

@@ -19,6 +19,9 @@
 //! Extraction never fails: malformed, oversized or duplicated headers are ignored, and
 //! the request starts a fresh trace.
 
+#[cfg(feature = "axum")]
+mod server_span;
+
 use http::HeaderMap;
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::propagation::{Extractor, TextMapCompositePropagator, TextMapPropagator};
@@ -28,7 +31,7 @@ use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 #[cfg(feature = "axum")]
-pub use crate::server_span::{TraceContextLayer, TraceContextService};
+pub use crate::propagation::server_span::{TraceContextLayer, TraceContextService};
 
 /// Baggage key of the conversation (the span attribute `session.id`).
 pub const SESSION_ID: &str = "session.id";

@@ -8,15 +8,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use crate::chat::ChatResponse;
-use crate::client::{Api, CallState, Tracia, fetch};
+use crate::providers::chat::ChatResponse;
+use crate::call::client::{Api, CallState, Tracia, fetch};
 use crate::error::{Error, Result};
 use crate::message::{Message, ToolChoice, ToolDefinition};
-use crate::openai_responses::function_call;
-use crate::provider::Provider;
-use crate::responses_stream::ResponsesStream;
-use crate::run::{FinishReason, RunLocal};
-use crate::span::Placement;
+use crate::providers::openai_responses::function_call;
+use crate::providers::provider::Provider;
+use crate::call::responses_stream::ResponsesStream;
+use crate::call::run::{FinishReason, RunLocal};
+use crate::call::span::Placement;
 use crate::usage::Usage;
 
 /// One `run_responses` call: the model, the input items and the options of Tracia's

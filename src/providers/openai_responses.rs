@@ -3,9 +3,9 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::chat::{ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamEvent, parse_arguments};
+use crate::providers::chat::{ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamEvent, parse_arguments};
 use crate::message::{ToolCall, ToolChoice};
-use crate::responses::ResponsesToolCall;
+use crate::call::responses::ResponsesToolCall;
 use crate::usage::Usage;
 
 /// OpenAI Responses.

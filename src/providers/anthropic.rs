@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::chat::{self, ANSWER_TOOL, ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamEvent};
+use crate::providers::chat::{self, ANSWER_TOOL, ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamEvent};
 use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice};
 use crate::usage::Usage;
 

@@ -13,10 +13,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, json};
 
 use crate::error::{Error, Result};
-use crate::export::{ExportRuntime, FailureCallback, Reporter};
+use crate::telemetry::export::{ExportRuntime, FailureCallback, Reporter};
 use crate::ids;
-use crate::pending;
-use crate::semconv;
+use crate::telemetry::pending;
+use crate::telemetry::semconv;
 
 const DEFAULT_BASE_URL: &str = "https://app.tracia.io";
 const CONCURRENT_UPLOADS: usize = 8;

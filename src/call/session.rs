@@ -5,15 +5,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use http::HeaderMap;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 
-use crate::client::Tracia;
+use crate::call::client::Tracia;
 use crate::error::Result;
 use crate::ids;
 use crate::propagation::{self, Conversation};
-use crate::responses::{ResponsesResult, RunResponses};
-use crate::responses_stream::ResponsesStream;
-use crate::run::{RunLocal, RunResult};
-use crate::span::Placement;
-use crate::stream::RunStream;
+use crate::call::responses::{ResponsesResult, RunResponses};
+use crate::call::responses_stream::ResponsesStream;
+use crate::call::run::{RunLocal, RunResult};
+use crate::call::span::Placement;
+use crate::call::stream::RunStream;
 
 /// Where a new session starts, for [`Tracia::create_session_with`]: the Python SDK's
 /// `create_session(trace_id?, parent_span_id?)`. Ids take every form a call's own do

@@ -3,8 +3,8 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::chat::{ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamEvent, parse_arguments};
-use crate::embedding::{EmbedRequest, EmbedResponse, EmbedWire, vector_from};
+use crate::providers::chat::{ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamEvent, parse_arguments};
+use crate::call::embedding::{EmbedRequest, EmbedResponse, EmbedWire, vector_from};
 use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice};
 use crate::usage::Usage;
 

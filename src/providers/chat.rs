@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value, json};
 
 use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolDefinition};
-use crate::run::FinishReason;
+use crate::call::run::FinishReason;
 use crate::usage::Usage;
 
 /// A chat request after validation and interpolation, ready for a provider's encoder.
@@ -341,7 +341,7 @@ fn fallback_call_id(response_id: Option<&str>, index: usize) -> String {
 /// is percent-encoded (`:` of `…-v1:0` becomes `%3A`, `/` of an ARN `%2F`, `?` `%3F`),
 /// so no model name reaches another path or the query. The dot segments `.` and `..`,
 /// which URL parsing would resolve even encoded, are refused before any I/O
-/// ([`crate::provider::check_model`]).
+/// ([`crate::providers::provider::check_model`]).
 pub(crate) fn path_segment(id: &str) -> String {
     id.bytes()
         .map(|b| match b {

@@ -9,12 +9,12 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::chat::ErrorBody;
-use crate::client::Tracia;
+use crate::providers::chat::ErrorBody;
+use crate::call::client::Tracia;
 use crate::error::{Error, ErrorCode, Result};
-use crate::provider::Provider;
-use crate::run::call_option_setters;
-use crate::span::{CallSpan, EmbeddingsStart, Placement};
+use crate::providers::provider::Provider;
+use crate::call::run::call_option_setters;
+use crate::call::span::{CallSpan, EmbeddingsStart, Placement};
 use crate::usage::Usage;
 use crate::{ids, pricing, transport};
 
@@ -197,10 +197,10 @@ pub(crate) trait EmbedWire: ErrorBody {
 /// The embeddings wire format of `provider`.
 fn embed_wire(provider: Provider, model: &str) -> Result<&'static dyn EmbedWire> {
     match provider {
-        Provider::OpenAi => Ok(&crate::openai::OpenAiEmbed),
-        Provider::Google => Ok(&crate::gemini::GeminiEmbed),
-        Provider::AmazonBedrock => Ok(&crate::bedrock::BedrockEmbed),
-        Provider::Voyage => Ok(&crate::voyage::VoyageEmbed),
+        Provider::OpenAi => Ok(&crate::providers::openai::OpenAiEmbed),
+        Provider::Google => Ok(&crate::providers::gemini::GeminiEmbed),
+        Provider::AmazonBedrock => Ok(&crate::providers::bedrock::BedrockEmbed),
+        Provider::Voyage => Ok(&crate::providers::voyage::VoyageEmbed),
         Provider::Anthropic => Err(Error::new(
             ErrorCode::UnsupportedModel,
             format!(
@@ -379,7 +379,7 @@ fn merge(parts: Vec<EmbedResponse>, expected: usize) -> Result<EmbedResponse> {
 
 /// The checks that fail before any I/O, and where the span goes.
 fn validate(input: &RunEmbedding) -> Result<Placement> {
-    crate::provider::check_model(&input.model)?;
+    crate::providers::provider::check_model(&input.model)?;
     if input.texts.is_empty() {
         return Err(Error::invalid("input is required and cannot be empty"));
     }

@@ -9,15 +9,15 @@ use opentelemetry::{Array, KeyValue, StringValue, Value};
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::chat::ChatResponse;
-use crate::client::Api;
-use crate::embedding::RunEmbedding;
+use crate::providers::chat::ChatResponse;
+use crate::call::client::Api;
+use crate::call::embedding::RunEmbedding;
 use crate::error::Error;
 use crate::ids;
 use crate::message::{Message, ResponseFormat};
-use crate::provider::Provider;
-use crate::run::{FinishReason, RunLocal};
-use crate::semconv::{self, SemconvMode};
+use crate::providers::provider::Provider;
+use crate::call::run::{FinishReason, RunLocal};
+use crate::telemetry::semconv::{self, SemconvMode};
 use crate::usage::Usage;
 
 /// What the span records beyond the required attributes.
