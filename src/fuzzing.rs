@@ -73,7 +73,9 @@ where
                 crate::transport::bounded_events(body, sse_event_limit, too_large.clone()),
                 timeout,
             )),
-            Framing::AwsEventStream => Box::pin(crate::providers::bedrock::eventstream::events(body, timeout)),
+            Framing::AwsEventStream => Box::pin(crate::providers::bedrock::eventstream::events(
+                body, timeout,
+            )),
         };
     let mut acc = StreamAccumulator::default();
     let mut out = String::new();

@@ -140,18 +140,23 @@
 //! ```
 #![deny(missing_docs)]
 
-// The rooms (see ARCHITECTURE.md): dependencies point from the call surface down to
-// the providers, telemetry and propagation, and from all of them to the shared modules
-// below; `.ci/modcycles.py src` checks that no two rooms import each other.
-//
+// The rooms (see ARCHITECTURE.md): imports point from the call surface down to the
+// providers, telemetry and propagation, and from all of them to the shared modules;
+// `.ci/modcycles.py src` checks that no two modules here import each other in a cycle.
+
 // The call surface: `Tracia`, its calls and their spans, streams and sessions.
 mod call;
+
 // Tracia's REST client (prompts, spans), over the call surface.
 mod rest;
-// One file per provider's wire format, the wire traits and `Provider`; no spans.
+
+// One module per provider's wire format, the wire traits and `Provider`; no spans.
 mod providers;
+
 pub mod propagation;
+
 pub mod telemetry;
+
 // Shared by all rooms.
 mod config;
 mod error;
@@ -161,6 +166,8 @@ mod pricing;
 mod transport;
 mod usage;
 mod variables;
+
+// Private entry points for the fuzz targets (`fuzz/`).
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -172,28 +179,31 @@ pub use opentelemetry;
 /// `tracing::Span`'s OpenTelemetry context).
 pub use tracing_opentelemetry;
 
-pub use providers::bedrock::aws::AwsCredentials;
 pub use call::client::{DEFAULT_MAX_ANSWER_BYTES, Tracia, TraciaBuilder};
-pub use call::embedding::{Embedding, EmbeddingResult, InputType, RunEmbedding};
+pub use call::embedding::{Embedding, EmbeddingResult, RunEmbedding};
+pub use call::responses::{ResponsesResult, RunResponses};
+pub use call::responses_stream::{ResponsesEvent, ResponsesStream};
+pub use call::run::{RunLocal, RunResult};
+pub use call::session::{Session, SessionOptions};
+pub use call::stream::{AbortHandle, RunStream};
 pub use error::{Error, ErrorCode, redact};
-pub use telemetry::export::{ExportFailure, ExportStats};
 pub use ids::TraciaIdGenerator;
 pub use message::{
-    Content, ContentPart, Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolDefinition,
+    Content, ContentPart, FinishReason, Message, ResponseFormat, Role, ToolCall, ToolChoice,
+    ToolDefinition,
 };
 pub use pricing::{cost_usd, pricing_source};
+pub use providers::bedrock::aws::AwsCredentials;
+pub use providers::embed::InputType;
+pub use providers::openai_responses::ResponsesToolCall;
 pub use providers::provider::Provider;
-pub use call::responses::{ResponsesResult, ResponsesToolCall, RunResponses};
-pub use call::responses_stream::{ResponsesEvent, ResponsesStream};
 pub use rest::{
     CreatePrompt, Evaluate, Evaluation, ListSpans, Prompt, PromptListItem, PromptMessage, Prompts,
     RunPrompt, RunPromptResult, Span, SpanListItem, SpanPage, Spans, UpdatePrompt,
 };
-pub use call::run::{FinishReason, RunLocal, RunResult};
+pub use telemetry::export::{ExportFailure, ExportStats};
 pub use telemetry::semconv::SemconvMode;
-pub use call::session::{Session, SessionOptions};
-pub use call::stream::{AbortHandle, RunStream};
-pub use telemetry::{TelemetryBuilder, TelemetryGuard};
 pub use telemetry::tracia_exporter::{TraciaExporter, TraciaExporterBuilder, span_payload};
+pub use telemetry::{TelemetryBuilder, TelemetryGuard};
 pub use usage::Usage;
 pub use variables::template_variables;

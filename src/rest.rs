@@ -15,14 +15,14 @@ use tracing::Instrument;
 
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 
-use crate::providers::chat::ChatResponse;
 use crate::call::client::Tracia;
-use crate::error::{Error, ErrorCode, Result};
-use crate::ids;
-use crate::message::{Message, ToolCall};
-use crate::call::run::FinishReason;
 use crate::call::session::Session;
 use crate::call::span::{CallSpan, Placement, PromptRunStart};
+use crate::error::{Error, ErrorCode, Result};
+use crate::ids;
+use crate::message::FinishReason;
+use crate::message::{Message, ToolCall};
+use crate::providers::chat::ChatResponse;
 use crate::transport;
 use crate::usage::Usage;
 
@@ -355,7 +355,9 @@ fn lenient_finish<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<FinishReason, D::Error> {
     let raw = Option::<String>::deserialize(d)?;
-    Ok(crate::providers::chat::normalize_finish_reason(raw.as_deref()))
+    Ok(crate::providers::chat::normalize_finish_reason(
+        raw.as_deref(),
+    ))
 }
 
 fn null_as_empty<'de, D, T>(d: D) -> std::result::Result<Vec<T>, D::Error>

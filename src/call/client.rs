@@ -10,24 +10,21 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use secrecy::{ExposeSecret, SecretString};
 use tracing::Instrument;
 
-use crate::providers::anthropic::AnthropicMessages;
-use crate::providers::bedrock::aws::{self, AwsCredentials};
-use crate::providers::bedrock::BedrockConverse;
-use crate::providers::chat::{ChatRequest, ChatResponse, ChatWire};
+use crate::call::run::{RunLocal, RunResult, assistant_message};
+use crate::call::session::{Session, SessionOptions};
+use crate::call::span::{Api, CallSpan, Placement, SpanSettings, SpanStart};
+use crate::call::stream::RunStream;
 use crate::config::{capture_content_from, env};
 use crate::error::{Error, ErrorCode, Result};
-use crate::providers::gemini::GeminiChat;
 use crate::ids;
 use crate::message::Role;
-use crate::providers::openai::OpenAiChat;
-use crate::providers::openai_responses::OpenAiResponses;
 use crate::pricing;
+use crate::providers::bedrock::aws::{self, AwsCredentials};
+use crate::providers::chat::{ChatRequest, ChatResponse, ChatWire};
+use crate::providers::chat_wire;
+use crate::providers::openai_responses::OpenAiResponses;
 use crate::providers::provider::Provider;
-use crate::call::run::{RunLocal, RunResult, assistant_message};
 use crate::telemetry::semconv::SemconvMode;
-use crate::call::session::{Session, SessionOptions};
-use crate::call::span::{CallSpan, Placement, SpanSettings, SpanStart};
-use crate::call::stream::RunStream;
 use crate::transport;
 use crate::variables;
 
@@ -324,25 +321,6 @@ pub(crate) struct PreparedCall {
     pub http: reqwest::Client,
     pub request: reqwest::Request,
     pub state: CallState,
-}
-
-/// Which API of the provider serves a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Api {
-    /// The provider's chat API (`run_local`).
-    Chat,
-    /// OpenAI's Responses API (`run_responses`).
-    Responses,
-}
-
-impl Api {
-    /// `openai.api.type` of a call to OpenAI through this API.
-    pub(crate) fn openai_api_type(self) -> &'static str {
-        match self {
-            Self::Chat => "chat_completions",
-            Self::Responses => "responses",
-        }
-    }
 }
 
 /// What a call needs after its request went out.
@@ -779,20 +757,6 @@ pub(crate) enum Auth<'a> {
     Key(SecretString),
     /// AWS credentials: the built request is signed with SigV4.
     Aws(&'a AwsCredentials),
-}
-
-/// The chat wire format of `provider`.
-fn chat_wire(provider: Provider, model: &str) -> Result<&'static dyn ChatWire> {
-    match provider {
-        Provider::OpenAi => Ok(&OpenAiChat),
-        Provider::AmazonBedrock => Ok(&BedrockConverse),
-        Provider::Google => Ok(&GeminiChat),
-        Provider::Anthropic => Ok(&AnthropicMessages),
-        Provider::Voyage => Err(Error::new(
-            ErrorCode::UnsupportedModel,
-            format!("Voyage offers embedding models only: use run_embedding for '{model}'"),
-        )),
-    }
 }
 
 /// Sends a non-streaming call and decodes the answer; a failure is recorded on the

@@ -4,19 +4,20 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use crate::providers::chat::ChatResponse;
-use crate::call::client::{Api, CallState, Tracia, fetch};
-use crate::error::{Error, Result};
-use crate::message::{Message, ToolChoice, ToolDefinition};
-use crate::providers::openai_responses::function_call;
-use crate::providers::provider::Provider;
+use crate::call::client::{CallState, Tracia, fetch};
 use crate::call::responses_stream::ResponsesStream;
-use crate::call::run::{FinishReason, RunLocal};
-use crate::call::span::Placement;
+use crate::call::run::RunLocal;
+use crate::call::span::{Api, Placement};
+use crate::error::{Error, Result};
+use crate::message::FinishReason;
+use crate::message::{Message, ToolChoice, ToolDefinition};
+use crate::providers::chat::ChatResponse;
+use crate::providers::openai_responses::{ResponsesToolCall, function_call};
+use crate::providers::provider::Provider;
 use crate::usage::Usage;
 
 /// One `run_responses` call: the model, the input items and the options of Tracia's
@@ -268,31 +269,6 @@ fn span_message(item: &Value) -> Message {
         (_, Some("user")) if is_message => Message::user(text(item.get("content"))),
         _ => Message::assistant(item.to_string()),
     }
-}
-
-/// A function call the model asked for.
-///
-/// Answer it with [`RunResponses::function_call_output`] and its `call_id`, after
-/// passing the call's output item back.
-///
-/// ```
-/// let call = tracia::ResponsesToolCall {
-///     id: "fc_1".into(), call_id: "call_1".into(), name: "get_weather".into(),
-///     arguments: serde_json::json!({"city": "Paris"}),
-/// };
-/// let next = tracia::RunResponses::new("o4-mini").function_call_output(&call.call_id, "rainy");
-/// # drop(next);
-/// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResponsesToolCall {
-    /// The output item's id (`fc_…`).
-    pub id: String,
-    /// The id a `function_call_output` answers (`call_…`).
-    pub call_id: String,
-    /// The function's name.
-    pub name: String,
-    /// The arguments, parsed into a JSON object (`{}` when the model sent invalid JSON).
-    pub arguments: Value,
 }
 
 /// The result of a `run_responses` call (also the final result of its stream).

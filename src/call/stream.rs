@@ -15,11 +15,11 @@ use futures::task::AtomicWaker;
 use futures::{Stream, StreamExt};
 use tracing::Instrument;
 
-use crate::providers::chat::{ChatResponse, Framing, StreamAccumulator, StreamEvent};
 use crate::call::client::{CallState, PreparedCall};
+use crate::call::run::RunResult;
 use crate::error::{Error, ErrorCode, Result};
 use crate::providers::bedrock::eventstream;
-use crate::call::run::RunResult;
+use crate::providers::chat::{ChatResponse, Framing, StreamAccumulator, StreamEvent};
 use crate::providers::sse::{self, SseEvent};
 use crate::transport;
 

@@ -3,9 +3,11 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::providers::chat::{ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamEvent, parse_arguments};
-use crate::call::embedding::{EmbedRequest, EmbedResponse, EmbedWire, vector_from};
 use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice};
+use crate::providers::chat::{
+    ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamEvent, parse_arguments,
+};
+use crate::providers::embed::{EmbedRequest, EmbedResponse, EmbedWire, vector_from};
 use crate::usage::Usage;
 
 /// OpenAI Chat Completions.

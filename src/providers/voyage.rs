@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::providers::chat::ErrorBody;
-use crate::call::embedding::{EmbedRequest, EmbedResponse, EmbedWire, InputType};
+use crate::providers::embed::{EmbedRequest, EmbedResponse, EmbedWire, InputType};
 
 /// Voyage embeddings.
 #[derive(Debug, Default)]

@@ -276,7 +276,7 @@ impl<P: SpanProcessor> SpanProcessor for CountingProcessor<P> {
 
     fn on_end(&self, span: SpanData) {
         self.reporter.queued.fetch_add(1, Ordering::Relaxed);
-        if self.track_pending && crate::telemetry::tracia_exporter::genai_operation(&span).is_some() {
+        if self.track_pending && crate::telemetry::semconv::genai_operation(&span).is_some() {
             crate::telemetry::pending::mark(span.span_context.span_id());
         }
         self.inner.on_end(span);

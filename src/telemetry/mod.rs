@@ -28,11 +28,11 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{env, env_bool};
 use crate::error::{Error, Result};
+use crate::ids::TraciaIdGenerator;
 use crate::telemetry::export::{
     BackgroundHttpClient, CountingExporter, CountingProcessor, ExportRuntime, ExportStats,
     FailureCallback, Reporter,
 };
-use crate::ids::TraciaIdGenerator;
 use crate::telemetry::tracia_exporter::{TraciaExporter, TraciaExporterBuilder};
 
 const DEFAULT_OTLP_ENDPOINT: &str = "http://localhost:4318";

@@ -13,8 +13,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, json};
 
 use crate::error::{Error, Result};
-use crate::telemetry::export::{ExportRuntime, FailureCallback, Reporter};
 use crate::ids;
+use crate::telemetry::export::{ExportRuntime, FailureCallback, Reporter};
 use crate::telemetry::pending;
 use crate::telemetry::semconv;
 
@@ -285,21 +285,6 @@ impl Upload {
     }
 }
 
-/// The `gen_ai.operation.name` of a span Tracia stores: a GenAI span, but not the
-/// client span of `prompts.run` (`tracia.prompt.run`), whose run the server that ran
-/// it already stored with its tokens and cost.
-pub(crate) fn genai_operation(span: &SpanData) -> Option<&str> {
-    let mut operation = None;
-    for kv in &span.attributes {
-        match (kv.key.as_str(), &kv.value) {
-            (semconv::OPERATION_NAME, Value::String(v)) => operation = Some(v.as_str()),
-            (semconv::TRACIA_PROMPT_RUN, Value::Bool(true)) => return None,
-            _ => {}
-        }
-    }
-    operation
-}
-
 /// Maps a GenAI span to the Tracia span payload (`POST /api/v1/spans`); `None` for
 /// spans that are not GenAI spans, and for the client spans of `prompts.run`
 /// (`tracia.prompt.run = true`): the server stored that run, counting it twice would
@@ -351,7 +336,7 @@ pub fn span_payload(span: &SpanData) -> Option<serde_json::Value> {
         Some(Value::I64(v)) => Some(*v as f64),
         _ => None,
     };
-    let operation = genai_operation(span)?;
+    let operation = semconv::genai_operation(span)?;
     let provider = s(semconv::TRACIA_PROVIDER).or_else(|| {
         // `gen_ai.system` is the pre-1.37 name other instrumentations still send.
         s(semconv::PROVIDER_NAME)

@@ -24,12 +24,12 @@ pub(crate) mod eventstream;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice};
 use crate::providers::chat::{
     self, ANSWER_TOOL, ChatRequest, ChatResponse, ChatWire, ErrorBody, Framing, StreamEvent,
     path_segment,
 };
-use crate::call::embedding::{EmbedRequest, EmbedResponse, EmbedWire, InputType, vector_from};
-use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice};
+use crate::providers::embed::{EmbedRequest, EmbedResponse, EmbedWire, InputType, vector_from};
 use crate::usage::Usage;
 
 /// Bedrock Converse.
@@ -630,7 +630,7 @@ mod tests {
             .unwrap();
         assert_eq!(decoded.text, r#"{"joke":"Knock knock"}"#);
         assert!(decoded.tool_calls.is_empty());
-        assert_eq!(decoded.finish(), crate::call::run::FinishReason::Stop);
+        assert_eq!(decoded.finish(), crate::message::FinishReason::Stop);
     }
 
     #[test]
