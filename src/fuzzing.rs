@@ -10,13 +10,13 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use reqwest::StatusCode;
 
-use crate::anthropic::AnthropicMessages;
-use crate::bedrock::BedrockConverse;
-use crate::chat::{ChatWire, Framing, StreamAccumulator};
-use crate::gemini::GeminiChat;
-use crate::openai::OpenAiChat;
-use crate::openai_responses::OpenAiResponses;
-use crate::sse::SseEvent;
+use crate::providers::anthropic::AnthropicMessages;
+use crate::providers::bedrock::BedrockConverse;
+use crate::providers::chat::{ChatWire, Framing, StreamAccumulator};
+use crate::providers::gemini::GeminiChat;
+use crate::providers::openai::OpenAiChat;
+use crate::providers::openai_responses::OpenAiResponses;
+use crate::providers::sse::SseEvent;
 
 /// The error a failed Tracia REST response of `status` with `body` becomes; a status
 /// that is not a valid HTTP status (100–999) is read as 500.
@@ -69,11 +69,13 @@ where
     let too_large = Arc::new(AtomicBool::new(false));
     let mut frames: Pin<Box<dyn Stream<Item = crate::error::Result<SseEvent>> + Send>> =
         match chat.framing() {
-            Framing::Sse => Box::pin(crate::sse::sse_events(
+            Framing::Sse => Box::pin(crate::providers::sse::sse_events(
                 crate::transport::bounded_events(body, sse_event_limit, too_large.clone()),
                 timeout,
             )),
-            Framing::AwsEventStream => Box::pin(crate::eventstream::events(body, timeout)),
+            Framing::AwsEventStream => Box::pin(crate::providers::bedrock::eventstream::events(
+                body, timeout,
+            )),
         };
     let mut acc = StreamAccumulator::default();
     let mut out = String::new();
@@ -83,7 +85,7 @@ where
             for event in chat.decode_event(&frame.event, &frame.data)? {
                 let event = acc.resolve(event);
                 out.push_str(&format!("{event:?}\n"));
-                if let Some(item) = crate::responses_stream::responses_event(&event) {
+                if let Some(item) = crate::call::responses_stream::responses_event(&event) {
                     out.push_str(&format!("  -> {item:?}\n"));
                 }
                 acc.push(event);

@@ -142,45 +142,37 @@
 //! ```
 #![deny(missing_docs)]
 
-mod anthropic;
-mod aws;
-mod bedrock;
-mod chat;
-mod client;
+// The rooms (see ARCHITECTURE.md): imports point from the call surface down to the
+// providers, telemetry and propagation, and from all of them to the shared modules;
+// `.ci/modcycles.py src` checks that no two modules here import each other in a cycle.
+
+// The call surface: `Tracia`, its calls and their spans, streams and sessions.
+mod call;
+
+// Tracia's REST client (prompts, spans), over the call surface.
+mod rest;
+
+// One module per provider's wire format, the wire traits and `Provider`; no spans.
+mod providers;
+
+pub mod propagation;
+
+pub mod telemetry;
+
+// Shared by all rooms.
 mod config;
-mod embedding;
 mod error;
-mod eventstream;
-mod export;
-#[cfg(fuzzing)]
-#[doc(hidden)]
-pub mod fuzzing;
-mod gemini;
 pub mod ids;
 mod message;
-mod openai;
-mod openai_responses;
-mod pending;
 mod pricing;
-pub mod propagation;
-mod provider;
-mod responses;
-mod responses_stream;
-mod rest;
-mod run;
-mod semconv;
-#[cfg(feature = "axum")]
-mod server_span;
-mod session;
-mod span;
-mod sse;
-mod stream;
-pub mod telemetry;
-mod tracia_exporter;
 mod transport;
 mod usage;
 mod variables;
-mod voyage;
+
+// Private entry points for the fuzz targets (`fuzz/`).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 
 /// The OpenTelemetry API crate, at the version this SDK is built on: read your own
 /// spans' ids and context without pinning its version by hand.
@@ -189,29 +181,34 @@ pub use opentelemetry;
 /// `tracing::Span`'s OpenTelemetry context).
 pub use tracing_opentelemetry;
 
-pub use aws::AwsCredentials;
-pub use client::{DEFAULT_MAX_ANSWER_BYTES, Tracia, TraciaBuilder};
-pub use embedding::{Embedding, EmbeddingResult, InputType, RunEmbedding};
+pub use call::client::{DEFAULT_MAX_ANSWER_BYTES, Tracia, TraciaBuilder};
+pub use call::embedding::{Embedding, EmbeddingResult, RunEmbedding};
+pub use call::responses::{ResponsesResult, RunResponses};
+pub use call::responses_stream::{ResponsesEvent, ResponsesStream};
+pub use call::run::{RunLocal, RunResult};
+pub use call::session::{Session, SessionOptions};
+pub use call::stream::{AbortHandle, RunStream};
 pub use error::{Error, ErrorCode, redact};
-pub use export::{ExportFailure, ExportStats};
 pub use ids::TraciaIdGenerator;
 pub use message::{
-    Content, ContentPart, Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolDefinition,
+    Content, ContentPart, FinishReason, Message, ResponseFormat, Role, ToolCall, ToolChoice,
+    ToolDefinition,
 };
 pub use pricing::{cost_usd, pricing_source};
-pub use provider::Provider;
-pub use responses::{ResponsesResult, ResponsesToolCall, RunResponses};
-pub use responses_stream::{ResponsesEvent, ResponsesStream};
+pub use providers::bedrock::aws::AwsCredentials;
+pub use providers::embed::InputType;
+pub use providers::openai_responses::ResponsesToolCall;
+pub use providers::provider::Provider;
 pub use rest::{
     CreatePrompt, Evaluate, Evaluation, ListSpans, Prompt, PromptListItem, PromptMessage, Prompts,
     RunPrompt, RunPromptResult, Span, SpanListItem, SpanPage, Spans, UpdatePrompt,
 };
-pub use run::{FinishReason, RunLocal, RunResult};
-pub use semconv::SemconvMode;
-pub use session::{Session, SessionOptions};
-pub use stream::{AbortHandle, RunStream};
+pub use telemetry::export::{ExportFailure, ExportStats};
+pub use telemetry::semconv::SemconvMode;
+pub use telemetry::tracia_exporter::{
+    SpanPayload, TraciaExporter, TraciaExporterBuilder, span_payload,
+};
 pub use telemetry::{TelemetryBuilder, TelemetryGuard};
-pub use tracia_exporter::{SpanPayload, TraciaExporter, TraciaExporterBuilder, span_payload};
 pub use transport::retry_after;
 pub use usage::Usage;
 pub use variables::template_variables;

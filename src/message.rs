@@ -349,6 +349,55 @@ impl ResponseFormat {
     }
 }
 
+/// Why the model stopped, normalized as Tracia does, or that the caller stopped it.
+///
+/// ```
+/// assert_eq!(tracia::FinishReason::MaxTokens.as_str(), "max_tokens");
+/// assert_eq!(tracia::FinishReason::Aborted.as_str(), "aborted");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// A natural end (and every provider value that is not one of the others).
+    #[default]
+    Stop,
+    /// The output token limit was reached.
+    MaxTokens,
+    /// The model asked for tool calls.
+    ToolCalls,
+    /// The caller stopped the stream (`abort()`) before the model finished; the
+    /// result holds what had arrived. Its span reports `error`, as the GenAI
+    /// conventions ask for a cancelled stream.
+    Aborted,
+}
+
+impl FinishReason {
+    /// Tracia's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::MaxTokens => "max_tokens",
+            Self::ToolCalls => "tool_calls",
+            Self::Aborted => "aborted",
+        }
+    }
+
+    /// The OpenTelemetry GenAI spelling (`stop`, `length`, `tool_call`, `error`).
+    pub(crate) fn otel_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::MaxTokens => "length",
+            Self::ToolCalls => "tool_call",
+            Self::Aborted => "error",
+        }
+    }
+
+    /// `Aborted` for a stream stopped by its caller, else this reason.
+    pub(crate) fn or_aborted(self, aborted: bool) -> Self {
+        if aborted { Self::Aborted } else { self }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,15 +15,15 @@ use tracing::Instrument;
 
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 
-use crate::chat::ChatResponse;
-use crate::client::Tracia;
+use crate::call::client::Tracia;
+use crate::call::session::Session;
+use crate::call::span::{CallSpan, Placement, PromptRunStart};
 use crate::error::{Error, ErrorCode, Result};
 use crate::ids;
+use crate::message::FinishReason;
 use crate::message::{Message, ToolCall};
-use crate::run::FinishReason;
-use crate::semconv;
-use crate::session::Session;
-use crate::span::{CallSpan, Placement, PromptRunStart};
+use crate::providers::chat::ChatResponse;
+use crate::telemetry::semconv;
 use crate::transport;
 use crate::usage::Usage;
 
@@ -356,7 +356,9 @@ fn lenient_finish<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<FinishReason, D::Error> {
     let raw = Option::<String>::deserialize(d)?;
-    Ok(crate::chat::normalize_finish_reason(raw.as_deref()))
+    Ok(crate::providers::chat::normalize_finish_reason(
+        raw.as_deref(),
+    ))
 }
 
 fn null_as_empty<'de, D, T>(d: D) -> std::result::Result<Vec<T>, D::Error>
@@ -886,12 +888,12 @@ impl Spans<'_> {
         let span = client_span("spans.evaluate", None);
         // A malformed id is not ours to wait for; the server answers it.
         if let Ok(id) = crate::ids::parse_span_id(span_id)
-            && crate::pending::is_pending(id)
+            && crate::telemetry::pending::is_pending(id)
         {
             let timeout = self.tracia.default_timeout();
             async {
                 crate::telemetry::flush_installed().await;
-                let _ = tokio::time::timeout(timeout, crate::pending::settled(id)).await;
+                let _ = tokio::time::timeout(timeout, crate::telemetry::pending::settled(id)).await;
             }
             .instrument(span.clone())
             .await;

@@ -6,9 +6,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, stream};
 use http::HeaderMap;
 
-use crate::chat::ErrorBody;
 use crate::error::{Error, ErrorCode, Result};
-use crate::provider::Provider;
 
 /// Maps a transport failure (no HTTP answer) to `TIMEOUT` or `NETWORK_ERROR`.
 /// The URL is stripped: it can carry a key for some providers.
@@ -50,13 +48,27 @@ pub(crate) fn timeout_error(timeout: Duration) -> Error {
     )
 }
 
+/// How a provider's error bodies read; shared by its chat and embedding wires.
+pub(crate) trait ErrorBody: Send + Sync + std::fmt::Debug {
+    /// The human-readable message of an error body, when the body has one. The default
+    /// reads `error.message` (OpenAI, Anthropic, Gemini, Voyage) or `message` (Bedrock).
+    fn error_message(&self, body: &[u8]) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        v.pointer("/error/message")
+            .or_else(|| v.get("message"))
+            .or_else(|| v.get("detail"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    }
+}
+
 /// Sends the request and returns the response if it is a success; an error status
 /// becomes `PROVIDER_ERROR` with the provider's own message, status and `Retry-After`.
 pub(crate) async fn send(
     http: &reqwest::Client,
     request: reqwest::Request,
     wire: &dyn ErrorBody,
-    provider: Provider,
+    provider: impl std::fmt::Display,
     timeout: Duration,
 ) -> Result<reqwest::Response> {
     let response = http

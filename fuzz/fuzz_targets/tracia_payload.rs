@@ -15,7 +15,7 @@ use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use serde_json::json;
 
-/// The keys `span_payload` reads (src/semconv.rs and the older names it accepts).
+/// The keys `span_payload` reads (src/telemetry/semconv.rs and the older names it accepts).
 const KEYS: &[&str] = &[
     "gen_ai.operation.name",
     "gen_ai.provider.name",

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::chat::{
+use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolDefinition};
+use crate::providers::chat::{
     self, ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamAccumulator, StreamEvent,
     merge_options, path_segment,
 };
-use crate::embedding::{EmbedRequest, EmbedResponse, EmbedWire, InputType};
-use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolDefinition};
+use crate::providers::embed::{EmbedRequest, EmbedResponse, EmbedWire, InputType};
 use crate::usage::Usage;
 
 /// Gemini `generateContent` and `streamGenerateContent`, authenticated by API key.

@@ -1,20 +1,19 @@
 //! The server side of propagation for axum / tower / hyper (feature `axum`): a layer
-//! that gives every request a SERVER span continuing the caller's trace, and
-//! extractors for the caller's conversation and for a session continuing it.
+//! that gives every request a SERVER span continuing the caller's trace, and an
+//! extractor for the caller's conversation. The extractor of a `Session` continuing it
+//! is `Session`'s own (in `call/session.rs`): propagation does not import the calls.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use axum::extract::{FromRef, FromRequestParts, MatchedPath};
+use axum::extract::{FromRequestParts, MatchedPath};
 use http::request::Parts;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use crate::client::Tracia;
 use crate::propagation::{self, Conversation};
-use crate::semconv;
-use crate::session::Session;
+use crate::telemetry::semconv;
 
 /// A tower layer that runs each request in a SERVER span (`{METHOD} {route}`, with
 /// `http.request.method`, `http.route`, `url.path` and `http.response.status_code`),
@@ -156,30 +155,5 @@ impl<S: Send + Sync> FromRequestParts<S> for Conversation {
             .get::<Conversation>()
             .cloned()
             .unwrap_or_else(|| propagation::conversation(&propagation::extract(&parts.headers))))
-    }
-}
-
-/// A [`Session`] continuing the conversation the request's headers carry
-/// ([`Tracia::session_from_headers`]), as an axum extractor for apps whose state holds
-/// a [`Tracia`]; never rejects.
-///
-/// ```
-/// async fn chat(session: tracia::Session) -> String {
-///     session.trace_id().unwrap_or_default()
-/// }
-/// let tracia = tracia::Tracia::builder().without_env().build().unwrap();
-/// let app: axum::Router = axum::Router::new()
-///     .route("/chat", axum::routing::post(chat))
-///     .with_state(tracia);
-/// # drop(app);
-/// ```
-impl<S: Send + Sync> FromRequestParts<S> for Session
-where
-    Tracia: FromRef<S>,
-{
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Tracia::from_ref(state).session_from_headers(&parts.headers))
     }
 }

@@ -5,12 +5,12 @@ use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
 
-use crate::chat::StreamEvent;
-use crate::client::PreparedCall;
+use crate::call::client::PreparedCall;
+use crate::call::responses::ResponsesResult;
+use crate::call::stream::{AbortHandle, Finished, StreamCore};
 use crate::error::Result;
-use crate::openai_responses::{function_call, message_text};
-use crate::responses::{ResponsesResult, ResponsesToolCall};
-use crate::stream::{AbortHandle, Finished, StreamCore};
+use crate::providers::chat::StreamEvent;
+use crate::providers::openai_responses::{ResponsesToolCall, function_call, message_text};
 use crate::usage::Usage;
 
 /// One event of a [`ResponsesStream`], as Tracia's `runResponses` emits them.

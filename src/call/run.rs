@@ -4,13 +4,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::message::{
-    Content, ContentPart, Message, ResponseFormat, ToolCall, ToolChoice, ToolDefinition,
+    Content, ContentPart, FinishReason, Message, ResponseFormat, ToolCall, ToolChoice,
+    ToolDefinition,
 };
-use crate::provider::Provider;
+use crate::providers::provider::Provider;
 use crate::usage::Usage;
 
 /// The options every kind of call shares (provider, key, timeout, and where and how its
@@ -41,7 +42,7 @@ macro_rules! call_option_setters {
             self
         }
 
-        $crate::run::call_option_setters!($($path).+);
+        $crate::call::run::call_option_setters!($($path).+);
     };
     ($($path:ident).+) => {
         /// How long the whole call may take (default 120 s; for a stream, until its end).
@@ -267,55 +268,6 @@ impl RunLocal {
             .or_default()
             .insert(key.into(), value);
         self
-    }
-}
-
-/// Why the model stopped, normalized as Tracia does, or that the caller stopped it.
-///
-/// ```
-/// assert_eq!(tracia::FinishReason::MaxTokens.as_str(), "max_tokens");
-/// assert_eq!(tracia::FinishReason::Aborted.as_str(), "aborted");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FinishReason {
-    /// A natural end (and every provider value that is not one of the others).
-    #[default]
-    Stop,
-    /// The output token limit was reached.
-    MaxTokens,
-    /// The model asked for tool calls.
-    ToolCalls,
-    /// The caller stopped the stream (`abort()`) before the model finished; the
-    /// result holds what had arrived. Its span reports `error`, as the GenAI
-    /// conventions ask for a cancelled stream.
-    Aborted,
-}
-
-impl FinishReason {
-    /// Tracia's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stop => "stop",
-            Self::MaxTokens => "max_tokens",
-            Self::ToolCalls => "tool_calls",
-            Self::Aborted => "aborted",
-        }
-    }
-
-    /// The OpenTelemetry GenAI spelling (`stop`, `length`, `tool_call`, `error`).
-    pub(crate) fn otel_str(self) -> &'static str {
-        match self {
-            Self::Stop => "stop",
-            Self::MaxTokens => "length",
-            Self::ToolCalls => "tool_call",
-            Self::Aborted => "error",
-        }
-    }
-
-    /// `Aborted` for a stream stopped by its caller, else this reason.
-    pub(crate) fn or_aborted(self, aborted: bool) -> Self {
-        if aborted { Self::Aborted } else { self }
     }
 }
 

@@ -5,15 +5,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use http::HeaderMap;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 
-use crate::client::Tracia;
+use crate::call::client::Tracia;
+use crate::call::responses::{ResponsesResult, RunResponses};
+use crate::call::responses_stream::ResponsesStream;
+use crate::call::run::{RunLocal, RunResult};
+use crate::call::span::Placement;
+use crate::call::stream::RunStream;
 use crate::error::Result;
 use crate::ids;
 use crate::propagation::{self, Conversation};
-use crate::responses::{ResponsesResult, RunResponses};
-use crate::responses_stream::ResponsesStream;
-use crate::run::{RunLocal, RunResult};
-use crate::span::Placement;
-use crate::stream::RunStream;
 
 /// Where a new session starts, for [`Tracia::create_session_with`]: the Python SDK's
 /// `create_session(trace_id?, parent_span_id?)`. Ids take every form a call's own do
@@ -305,5 +305,35 @@ impl Session {
     /// Forgets the position: the next call starts a new trace.
     pub fn reset(&self) {
         *self.position.lock().unwrap_or_else(PoisonError::into_inner) = Position::default();
+    }
+}
+
+/// A [`Session`] continuing the conversation the request's headers carry
+/// ([`Tracia::session_from_headers`]), as an axum extractor for apps whose state holds
+/// a [`Tracia`]; never rejects.
+///
+/// ```
+/// async fn chat(session: tracia::Session) -> String {
+///     session.trace_id().unwrap_or_default()
+/// }
+/// let tracia = tracia::Tracia::builder().without_env().build().unwrap();
+/// let app: axum::Router = axum::Router::new()
+///     .route("/chat", axum::routing::post(chat))
+///     .with_state(tracia);
+/// # drop(app);
+/// ```
+#[cfg(feature = "axum")]
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Session
+where
+    Tracia: axum::extract::FromRef<S>,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> std::result::Result<Self, Self::Rejection> {
+        Ok(<Tracia as axum::extract::FromRef<S>>::from_ref(state)
+            .session_from_headers(&parts.headers))
     }
 }

@@ -5,6 +5,11 @@
 //! exporter and/or the [`TraciaExporter`]. Each backend has its own queue and thread,
 //! so a slow or dead backend never holds up the other, nor the LLM calls.
 
+pub(crate) mod export;
+pub(crate) mod pending;
+pub(crate) mod semconv;
+pub(crate) mod tracia_exporter;
+
 use std::collections::HashMap;
 use std::io::IsTerminal as _;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,12 +28,12 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{self, env, env_bool};
 use crate::error::{Error, Result};
-use crate::export::{
+use crate::ids::TraciaIdGenerator;
+use crate::telemetry::export::{
     BackgroundHttpClient, CountingExporter, CountingProcessor, ExportRuntime, ExportStats,
     FailureCallback, Reporter,
 };
-use crate::ids::TraciaIdGenerator;
-use crate::tracia_exporter::{TraciaExporter, TraciaExporterBuilder};
+use crate::telemetry::tracia_exporter::{TraciaExporter, TraciaExporterBuilder};
 
 const DEFAULT_OTLP_ENDPOINT: &str = "http://localhost:4318";
 

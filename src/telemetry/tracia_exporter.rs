@@ -15,10 +15,10 @@ use serde_json::json;
 
 use crate::config;
 use crate::error::{Error, Result};
-use crate::export::{ExportRuntime, FailureCallback, Reporter};
 use crate::ids;
-use crate::pending;
-use crate::semconv;
+use crate::telemetry::export::{ExportRuntime, FailureCallback, Reporter};
+use crate::telemetry::pending;
+use crate::telemetry::semconv;
 
 const DEFAULT_BASE_URL: &str = "https://app.tracia.io";
 const CONCURRENT_UPLOADS: usize = 8;
@@ -285,21 +285,6 @@ impl Upload {
     }
 }
 
-/// The `gen_ai.operation.name` of a span Tracia stores: a GenAI span, but not the
-/// client span of `prompts.run` (`tracia.prompt.run`), whose run the server that ran
-/// it already stored with its tokens and cost.
-pub(crate) fn genai_operation(span: &SpanData) -> Option<&str> {
-    let mut operation = None;
-    for kv in &span.attributes {
-        match (kv.key.as_str(), &kv.value) {
-            (semconv::OPERATION_NAME, Value::String(v)) => operation = Some(v.as_str()),
-            (semconv::TRACIA_PROMPT_RUN, Value::Bool(true)) => return None,
-            _ => {}
-        }
-    }
-    operation
-}
-
 /// A span as Tracia's REST API takes it (`POST /api/v1/spans`, JSON in camelCase): what
 /// [`TraciaExporter`] sends and [`span_payload`] returns, and what a Tracia-compatible
 /// backend reads (`tracia-collector` does). Every field but `span_id` may be absent on
@@ -434,7 +419,7 @@ impl SpanPayload {
             Some(Value::I64(v)) => Some(*v as f64),
             _ => None,
         };
-        let operation = genai_operation(span)?;
+        let operation = semconv::genai_operation(span)?;
         let provider = s(semconv::TRACIA_PROVIDER).or_else(|| {
             // `gen_ai.system` is the pre-1.37 name other instrumentations still send.
             s(semconv::PROVIDER_NAME)

@@ -2,19 +2,21 @@
 //! result and tool calls. The call rides on the chat machinery (validation, span,
 //! transport); `openai_responses` holds the wire format.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use crate::chat::ChatResponse;
-use crate::client::{Api, CallState, Tracia, fetch};
+use crate::call::client::{CallState, Tracia, fetch};
+use crate::call::responses_stream::ResponsesStream;
+use crate::call::run::RunLocal;
+use crate::call::run::call_option_setters;
+use crate::call::span::{Api, Placement};
 use crate::error::{Error, Result};
+use crate::message::FinishReason;
 use crate::message::{Message, ToolChoice, ToolDefinition};
-use crate::openai_responses::function_call;
-use crate::provider::Provider;
-use crate::responses_stream::ResponsesStream;
-use crate::run::{FinishReason, RunLocal, call_option_setters};
-use crate::span::Placement;
+use crate::providers::chat::ChatResponse;
+use crate::providers::openai_responses::{ResponsesToolCall, function_call};
+use crate::providers::provider::Provider;
 use crate::usage::Usage;
 
 /// One `run_responses` call: the model, the input items and the options of Tracia's
@@ -215,31 +217,6 @@ fn span_message(item: &Value) -> Message {
         (_, Some("user")) if is_message => Message::user(text(item.get("content"))),
         _ => Message::assistant(item.to_string()),
     }
-}
-
-/// A function call the model asked for.
-///
-/// Answer it with [`RunResponses::function_call_output`] and its `call_id`, after
-/// passing the call's output item back.
-///
-/// ```
-/// let call = tracia::ResponsesToolCall {
-///     id: "fc_1".into(), call_id: "call_1".into(), name: "get_weather".into(),
-///     arguments: serde_json::json!({"city": "Paris"}),
-/// };
-/// let next = tracia::RunResponses::new("o4-mini").function_call_output(&call.call_id, "rainy");
-/// # drop(next);
-/// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResponsesToolCall {
-    /// The output item's id (`fc_…`).
-    pub id: String,
-    /// The id a `function_call_output` answers (`call_…`).
-    pub call_id: String,
-    /// The function's name.
-    pub name: String,
-    /// The arguments, parsed into a JSON object (`{}` when the model sent invalid JSON).
-    pub arguments: Value,
 }
 
 /// The result of a `run_responses` call (also the final result of its stream).

@@ -9,16 +9,34 @@ use opentelemetry::{Array, KeyValue, StringValue, Value};
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::chat::ChatResponse;
-use crate::client::Api;
-use crate::embedding::RunEmbedding;
+use crate::call::embedding::RunEmbedding;
+use crate::call::run::RunLocal;
 use crate::error::Error;
 use crate::ids;
-use crate::message::{Message, ResponseFormat};
-use crate::provider::Provider;
-use crate::run::{FinishReason, RunLocal};
-use crate::semconv::{self, SemconvMode};
+use crate::message::{FinishReason, Message, ResponseFormat};
+use crate::providers::chat::ChatResponse;
+use crate::providers::provider::Provider;
+use crate::telemetry::semconv::{self, SemconvMode};
 use crate::usage::Usage;
+
+/// Which API of the provider serves a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    /// The provider's chat API (`run_local`).
+    Chat,
+    /// OpenAI's Responses API (`run_responses`).
+    Responses,
+}
+
+impl Api {
+    /// `openai.api.type` of a call to OpenAI through this API.
+    pub(crate) fn openai_api_type(self) -> &'static str {
+        match self {
+            Self::Chat => "chat_completions",
+            Self::Responses => "responses",
+        }
+    }
+}
 
 /// What the span records beyond the required attributes.
 #[derive(Debug, Clone, Copy)]

@@ -276,8 +276,8 @@ impl<P: SpanProcessor> SpanProcessor for CountingProcessor<P> {
 
     fn on_end(&self, span: SpanData) {
         self.reporter.queued.fetch_add(1, Ordering::Relaxed);
-        if self.track_pending && crate::tracia_exporter::genai_operation(&span).is_some() {
-            crate::pending::mark(span.span_context.span_id());
+        if self.track_pending && crate::telemetry::semconv::genai_operation(&span).is_some() {
+            crate::telemetry::pending::mark(span.span_context.span_id());
         }
         self.inner.on_end(span);
     }

@@ -10,24 +10,21 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use secrecy::{ExposeSecret, SecretString};
 use tracing::Instrument;
 
-use crate::anthropic::AnthropicMessages;
-use crate::aws::{self, AwsCredentials};
-use crate::bedrock::BedrockConverse;
-use crate::chat::{ChatRequest, ChatResponse, ChatWire};
+use crate::call::run::{RunLocal, RunResult, assistant_message};
+use crate::call::session::{Session, SessionOptions};
+use crate::call::span::{Api, CallSpan, Placement, SpanSettings, SpanStart};
+use crate::call::stream::RunStream;
 use crate::config::{self, capture_content_from, env};
 use crate::error::{Error, ErrorCode, Result};
-use crate::gemini::GeminiChat;
 use crate::ids;
 use crate::message::Role;
-use crate::openai::OpenAiChat;
-use crate::openai_responses::OpenAiResponses;
 use crate::pricing;
-use crate::provider::Provider;
-use crate::run::{RunLocal, RunResult, assistant_message};
-use crate::semconv::SemconvMode;
-use crate::session::{Session, SessionOptions};
-use crate::span::{CallSpan, Placement, SpanSettings, SpanStart};
-use crate::stream::RunStream;
+use crate::providers::bedrock::aws::{self, AwsCredentials};
+use crate::providers::chat::{ChatRequest, ChatResponse, ChatWire};
+use crate::providers::chat_wire;
+use crate::providers::openai_responses::OpenAiResponses;
+use crate::providers::provider::Provider;
+use crate::telemetry::semconv::SemconvMode;
 use crate::transport;
 use crate::variables;
 
@@ -324,25 +321,6 @@ pub(crate) struct PreparedCall {
     pub http: reqwest::Client,
     pub request: reqwest::Request,
     pub state: CallState,
-}
-
-/// Which API of the provider serves a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Api {
-    /// The provider's chat API (`run_local`).
-    Chat,
-    /// OpenAI's Responses API (`run_responses`).
-    Responses,
-}
-
-impl Api {
-    /// `openai.api.type` of a call to OpenAI through this API.
-    pub(crate) fn openai_api_type(self) -> &'static str {
-        match self {
-            Self::Chat => "chat_completions",
-            Self::Responses => "responses",
-        }
-    }
 }
 
 /// What a call needs after its request went out.
@@ -684,7 +662,7 @@ impl Tracia {
 
     /// The checks that fail before any I/O, and where the span goes.
     fn validate(&self, input: &RunLocal, session: Placement) -> Result<Placement> {
-        crate::provider::check_model(&input.model)?;
+        crate::providers::provider::check_model(&input.model)?;
         if input.messages.is_empty() {
             return Err(Error::invalid("messages is required and cannot be empty"));
         }
@@ -712,7 +690,7 @@ impl Tracia {
     pub(crate) fn wire_model(&self, provider: Provider, model: &str) -> String {
         match provider {
             Provider::AmazonBedrock => {
-                crate::provider::bedrock_model_id(model, &self.inner.aws_region)
+                crate::providers::provider::bedrock_model_id(model, &self.inner.aws_region)
             }
             _ => model.to_owned(),
         }
@@ -781,20 +759,6 @@ pub(crate) enum Auth<'a> {
     Key(SecretString),
     /// AWS credentials: the built request is signed with SigV4.
     Aws(&'a AwsCredentials),
-}
-
-/// The chat wire format of `provider`.
-fn chat_wire(provider: Provider, model: &str) -> Result<&'static dyn ChatWire> {
-    match provider {
-        Provider::OpenAi => Ok(&OpenAiChat),
-        Provider::AmazonBedrock => Ok(&BedrockConverse),
-        Provider::Google => Ok(&GeminiChat),
-        Provider::Anthropic => Ok(&AnthropicMessages),
-        Provider::Voyage => Err(Error::new(
-            ErrorCode::UnsupportedModel,
-            format!("Voyage offers embedding models only: use run_embedding for '{model}'"),
-        )),
-    }
 }
 
 /// Sends a non-streaming call and decodes the answer; a failure is recorded on the

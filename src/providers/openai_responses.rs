@@ -1,13 +1,38 @@
 //! The OpenAI Responses API wire format (`POST {base}/responses`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::chat::{ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamEvent, parse_arguments};
 use crate::message::{ToolCall, ToolChoice};
-use crate::responses::ResponsesToolCall;
-use crate::semconv;
+use crate::providers::chat::{ChatRequest, ChatResponse, ChatWire, StreamEvent, parse_arguments};
+use crate::telemetry::semconv;
+use crate::transport::ErrorBody;
 use crate::usage::Usage;
+
+/// A function call the model asked for.
+///
+/// Answer it with [`crate::RunResponses::function_call_output`] and its `call_id`, after
+/// passing the call's output item back.
+///
+/// ```
+/// let call = tracia::ResponsesToolCall {
+///     id: "fc_1".into(), call_id: "call_1".into(), name: "get_weather".into(),
+///     arguments: serde_json::json!({"city": "Paris"}),
+/// };
+/// let next = tracia::RunResponses::new("o4-mini").function_call_output(&call.call_id, "rainy");
+/// # drop(next);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponsesToolCall {
+    /// The output item's id (`fc_…`).
+    pub id: String,
+    /// The id a `function_call_output` answers (`call_…`).
+    pub call_id: String,
+    /// The function's name.
+    pub name: String,
+    /// The arguments, parsed into a JSON object (`{}` when the model sent invalid JSON).
+    pub arguments: Value,
+}
 
 /// OpenAI Responses.
 #[derive(Debug, Default)]

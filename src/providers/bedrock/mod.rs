@@ -18,15 +18,18 @@
 //!   from or written to the prompt cache (its `totalTokens` counts them), so input is
 //!   `inputTokens + cacheReadInputTokens + cacheWriteInputTokens`.
 
+pub(crate) mod aws;
+pub(crate) mod eventstream;
+
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::chat::{
+use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice};
+use crate::providers::chat::{
     self, ANSWER_TOOL, ChatRequest, ChatResponse, ChatWire, ErrorBody, Framing, StreamEvent,
     path_segment,
 };
-use crate::embedding::{EmbedRequest, EmbedResponse, EmbedWire, InputType, vector_from};
-use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice};
+use crate::providers::embed::{EmbedRequest, EmbedResponse, EmbedWire, InputType, vector_from};
 use crate::usage::Usage;
 
 /// Bedrock Converse.
@@ -627,7 +630,7 @@ mod tests {
             .unwrap();
         assert_eq!(decoded.text, r#"{"joke":"Knock knock"}"#);
         assert!(decoded.tool_calls.is_empty());
-        assert_eq!(decoded.finish(), crate::run::FinishReason::Stop);
+        assert_eq!(decoded.finish(), crate::message::FinishReason::Stop);
     }
 
     #[test]

@@ -349,6 +349,21 @@ pub(crate) fn tools_from(json_text: &str) -> Vec<ToolDefinition> {
         .collect()
 }
 
+/// The `gen_ai.operation.name` of a span Tracia stores: a GenAI span, but not the
+/// client span of `prompts.run` (`tracia.prompt.run`), whose run the server that ran
+/// it already stored with its tokens and cost.
+pub(crate) fn genai_operation(span: &opentelemetry_sdk::trace::SpanData) -> Option<&str> {
+    let mut operation = None;
+    for kv in &span.attributes {
+        match (kv.key.as_str(), &kv.value) {
+            (OPERATION_NAME, opentelemetry::Value::String(v)) => operation = Some(v.as_str()),
+            (TRACIA_PROMPT_RUN, opentelemetry::Value::Bool(true)) => return None,
+            _ => {}
+        }
+    }
+    operation
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

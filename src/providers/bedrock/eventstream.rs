@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt, stream};
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::sse::SseEvent;
+use crate::providers::sse::SseEvent;
 use crate::transport::transport_error;
 
 /// The largest frame accepted: AWS event-stream messages are at most 16 MiB. A prelude

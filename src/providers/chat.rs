@@ -6,9 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
-use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolDefinition};
-use crate::run::FinishReason;
+use crate::message::{
+    FinishReason, Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolDefinition,
+};
 use crate::usage::Usage;
+// The supertrait of `ChatWire` and `EmbedWire`; `transport::send` reads error bodies with it.
+pub(crate) use crate::transport::ErrorBody;
 
 /// A chat request after validation and interpolation, ready for a provider's encoder.
 #[derive(Debug)]
@@ -341,7 +344,7 @@ fn fallback_call_id(response_id: Option<&str>, index: usize) -> String {
 /// is percent-encoded (`:` of `…-v1:0` becomes `%3A`, `/` of an ARN `%2F`, `?` `%3F`),
 /// so no model name reaches another path or the query. The dot segments `.` and `..`,
 /// which URL parsing would resolve even encoded, are refused before any I/O
-/// ([`crate::provider::check_model`]).
+/// ([`crate::providers::provider::check_model`]).
 pub(crate) fn path_segment(id: &str) -> String {
     id.bytes()
         .map(|b| match b {
@@ -384,20 +387,6 @@ fn merge_usage(old: Option<Usage>, new: Usage) -> Usage {
             .cache_creation_input_tokens
             .or(old.cache_creation_input_tokens),
         reasoning_output_tokens: new.reasoning_output_tokens.or(old.reasoning_output_tokens),
-    }
-}
-
-/// How a provider's error bodies read; shared by its chat and embedding wires.
-pub(crate) trait ErrorBody: Send + Sync + std::fmt::Debug {
-    /// The human-readable message of an error body, when the body has one. The default
-    /// reads `error.message` (OpenAI, Anthropic, Gemini, Voyage) or `message` (Bedrock).
-    fn error_message(&self, body: &[u8]) -> Option<String> {
-        let v: Value = serde_json::from_slice(body).ok()?;
-        v.pointer("/error/message")
-            .or_else(|| v.get("message"))
-            .or_else(|| v.get("detail"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
     }
 }
 

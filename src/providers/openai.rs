@@ -3,10 +3,12 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::chat::{ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamEvent, parse_arguments};
-use crate::embedding::{EmbedRequest, EmbedResponse, EmbedWire, vector_from};
 use crate::message::{Message, ResponseFormat, Role, ToolCall, ToolChoice};
-use crate::semconv;
+use crate::providers::chat::{
+    ChatRequest, ChatResponse, ChatWire, ErrorBody, StreamEvent, parse_arguments,
+};
+use crate::providers::embed::{EmbedRequest, EmbedResponse, EmbedWire, vector_from};
+use crate::telemetry::semconv;
 use crate::usage::Usage;
 
 /// OpenAI Chat Completions.

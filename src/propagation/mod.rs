@@ -19,6 +19,9 @@
 //! Extraction never fails: malformed, oversized or duplicated headers are ignored, and
 //! the request starts a fresh trace.
 
+#[cfg(feature = "axum")]
+mod server_span;
+
 use http::HeaderMap;
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::propagation::{Extractor, TextMapCompositePropagator, TextMapPropagator};
@@ -28,12 +31,12 @@ use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 #[cfg(feature = "axum")]
-pub use crate::server_span::{TraceContextLayer, TraceContextService};
+pub use crate::propagation::server_span::{TraceContextLayer, TraceContextService};
 
 /// Baggage key of the conversation (the span attribute `session.id`).
-pub const SESSION_ID: &str = crate::semconv::SESSION_ID;
+pub const SESSION_ID: &str = crate::telemetry::semconv::SESSION_ID;
 /// Baggage key of the end user (the span attribute `user.id`).
-pub const USER_ID: &str = crate::semconv::USER_ID;
+pub const USER_ID: &str = crate::telemetry::semconv::USER_ID;
 
 /// Longest header value read: `traceparent` is 55 bytes, W3C caps `tracestate` at 32
 /// members and baggage at 8192 bytes; anything longer is hostile or broken.

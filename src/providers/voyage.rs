@@ -2,8 +2,8 @@
 
 use serde_json::{Value, json};
 
-use crate::chat::ErrorBody;
-use crate::embedding::{EmbedRequest, EmbedResponse, EmbedWire, InputType};
+use crate::providers::chat::ErrorBody;
+use crate::providers::embed::{EmbedRequest, EmbedResponse, EmbedWire, InputType};
 
 /// Voyage embeddings.
 #[derive(Debug, Default)]
@@ -52,6 +52,6 @@ impl EmbedWire for VoyageEmbed {
     }
 
     fn decode(&self, body: &[u8]) -> Result<EmbedResponse, String> {
-        crate::openai::decode_embeddings(body)
+        crate::providers::openai::decode_embeddings(body)
     }
 }

@@ -15,12 +15,12 @@ use futures::task::AtomicWaker;
 use futures::{Stream, StreamExt};
 use tracing::Instrument;
 
-use crate::chat::{ChatResponse, Framing, StreamAccumulator, StreamEvent};
-use crate::client::{CallState, PreparedCall};
+use crate::call::client::{CallState, PreparedCall};
+use crate::call::run::RunResult;
 use crate::error::{Error, ErrorCode, Result};
-use crate::eventstream;
-use crate::run::RunResult;
-use crate::sse::{self, SseEvent};
+use crate::providers::bedrock::eventstream;
+use crate::providers::chat::{ChatResponse, Framing, StreamAccumulator, StreamEvent};
+use crate::providers::sse::{self, SseEvent};
 use crate::transport;
 
 type Events = Pin<Box<dyn Stream<Item = Result<SseEvent>> + Send>>;
