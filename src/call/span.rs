@@ -182,8 +182,8 @@ const MILLISECOND: Duration = Duration::from_millis(1);
 /// moving the end that little later, makes the span's duration and the returned
 /// duration the same whole number of milliseconds, so the result's `latency_ms` and
 /// Tracia's `latencyMs` (read from the span) agree. Only when creating the span took a
-/// millisecond or more (a stalled thread) can the result's be one more: where in that
-/// window the layer stamped the start is not visible here.
+/// millisecond or more (a stalled thread) can the result's be more, by at most that
+/// stall: where in that window the layer stamped the start is not visible here.
 fn end_stamp(started: Started, now: SystemTime) -> (SystemTime, Duration) {
     let since = now.duration_since(started.before).unwrap_or_default();
     let slack = started

@@ -404,9 +404,15 @@ pub(crate) enum Framing {
 pub(crate) trait ChatWire: ErrorBody {
     /// The URL of a chat call under `base_url` (no trailing slash).
     fn chat_url(&self, base_url: &str, request: &ChatRequest<'_>) -> String;
-    /// Adds the provider's key-based authentication (and fixed headers) to a request.
-    fn authorize(&self, request: reqwest::RequestBuilder, api_key: &str)
-    -> reqwest::RequestBuilder;
+    /// Adds the provider's key-based authentication (and fixed headers) to a request:
+    /// a bearer token unless the provider says otherwise.
+    fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+        api_key: &str,
+    ) -> reqwest::RequestBuilder {
+        request.bearer_auth(api_key)
+    }
     /// The request body.
     fn encode(&self, request: &ChatRequest<'_>) -> Value;
     /// A complete (non-streaming) response body.

@@ -44,9 +44,15 @@ pub(crate) struct EmbedResponse {
 pub(crate) trait EmbedWire: ErrorBody {
     /// The URL of an embeddings request under `base_url` (no trailing slash).
     fn url(&self, base_url: &str, model: &str) -> String;
-    /// Adds the provider's key-based authentication to a request.
-    fn authorize(&self, request: reqwest::RequestBuilder, api_key: &str)
-    -> reqwest::RequestBuilder;
+    /// Adds the provider's key-based authentication to a request: a bearer token unless
+    /// the provider says otherwise.
+    fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+        api_key: &str,
+    ) -> reqwest::RequestBuilder {
+        request.bearer_auth(api_key)
+    }
     /// The most texts one request may carry.
     fn max_batch(&self, _model: &str) -> usize {
         usize::MAX

@@ -74,14 +74,6 @@ impl ChatWire for OpenAiChat {
         format!("{}/chat/completions", base_url.trim_end_matches('/'))
     }
 
-    fn authorize(
-        &self,
-        request: reqwest::RequestBuilder,
-        api_key: &str,
-    ) -> reqwest::RequestBuilder {
-        request.bearer_auth(api_key)
-    }
-
     fn encode(&self, r: &ChatRequest<'_>) -> Value {
         let mut body = Map::new();
         body.insert("model".into(), r.model.into());
@@ -242,14 +234,6 @@ impl ErrorBody for OpenAiEmbed {}
 impl EmbedWire for OpenAiEmbed {
     fn url(&self, base_url: &str, _model: &str) -> String {
         format!("{base_url}/embeddings")
-    }
-
-    fn authorize(
-        &self,
-        request: reqwest::RequestBuilder,
-        api_key: &str,
-    ) -> reqwest::RequestBuilder {
-        request.bearer_auth(api_key)
     }
 
     /// Only ada-002 has a fixed size; compatible servers decide for their own models.

@@ -45,14 +45,6 @@ impl ChatWire for OpenAiResponses {
         format!("{}/responses", base_url.trim_end_matches('/'))
     }
 
-    fn authorize(
-        &self,
-        request: reqwest::RequestBuilder,
-        api_key: &str,
-    ) -> reqwest::RequestBuilder {
-        request.bearer_auth(api_key)
-    }
-
     /// `messages` is only the span's view of the input: the wire `input` is the caller's
     /// items, OpenAI-native JSON that is passed back verbatim (which normalized messages
     /// cannot carry), so `RunResponses` hands them over with the custom fields.

@@ -16,14 +16,6 @@ impl EmbedWire for VoyageEmbed {
         format!("{base_url}/embeddings")
     }
 
-    fn authorize(
-        &self,
-        request: reqwest::RequestBuilder,
-        api_key: &str,
-    ) -> reqwest::RequestBuilder {
-        request.bearer_auth(api_key)
-    }
-
     /// Only Voyage's Matryoshka models shorten their vectors (`output_dimension`).
     fn takes_dimensions(&self, model: &str) -> bool {
         ["voyage-3-large", "voyage-code-3", "voyage-3.5", "voyage-4"]

@@ -152,14 +152,8 @@ impl ChatWire for BedrockConverse {
         )
     }
 
-    fn authorize(
-        &self,
-        request: reqwest::RequestBuilder,
-        api_key: &str,
-    ) -> reqwest::RequestBuilder {
-        // A Bedrock API key; without one the request is signed with SigV4 instead.
-        request.bearer_auth(api_key)
-    }
+    // `authorize`: the default bearer token, a Bedrock API key; without one the
+    // request is signed with SigV4 instead.
 
     fn encode(&self, r: &ChatRequest<'_>) -> Value {
         let (system, messages) = encode_messages(r.messages);
@@ -438,14 +432,6 @@ fn is_cohere(model: &str) -> bool {
 impl EmbedWire for BedrockEmbed {
     fn url(&self, base_url: &str, model: &str) -> String {
         format!("{base_url}/model/{}/invoke", path_segment(model))
-    }
-
-    fn authorize(
-        &self,
-        request: reqwest::RequestBuilder,
-        api_key: &str,
-    ) -> reqwest::RequestBuilder {
-        request.bearer_auth(api_key)
     }
 
     /// Titan embeds one text per request; Cohere takes up to 96.
