@@ -18,17 +18,14 @@ use futures::StreamExt;
 use futures::future::join_all;
 use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt};
 use opentelemetry::{KeyValue, Value};
-use opentelemetry_sdk::trace::{
-    InMemorySpanExporter, SdkTracerProvider, SimpleSpanProcessor, SpanData,
-};
-use support::{FakeProvider, Reply, fixture_response_body, openai_error_body};
+use opentelemetry_sdk::trace::SpanData;
+use support::{FakeProvider, Memory, Reply, fixture_response_body, openai_error_body};
 use tracia::{
     Error, FinishReason, Provider, ResponsesEvent, ResponsesResult, ResponsesStream, RunLocal,
     RunResponses, RunResult, RunStream, Tracia,
 };
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::layer::SubscriberExt;
 
 /// The pause between the events of a paced stream.
 const PACE: Duration = Duration::from_millis(10);
@@ -550,50 +547,6 @@ const SHARED_KEYS: &[&str] = &[
     "openai.api.type",
 ];
 
-/// This test's spans: an SDK provider with an in-memory exporter, bridged by Tracia's
-/// layer, installed on this thread only.
-struct Capture {
-    exporter: InMemorySpanExporter,
-    _provider: SdkTracerProvider,
-    _subscriber: tracing::subscriber::DefaultGuard,
-}
-
-fn capture() -> Capture {
-    support::keep_callsite_interest_shared();
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(SimpleSpanProcessor::new(exporter.clone()))
-        .with_id_generator(tracia::TraciaIdGenerator)
-        .build();
-    let subscriber = tracing::subscriber::set_default(
-        tracing_subscriber::registry().with(tracia::telemetry::layer(&provider)),
-    );
-    Capture {
-        exporter,
-        _provider: provider,
-        _subscriber: subscriber,
-    }
-}
-
-impl Capture {
-    /// The exported spans with this span id (`sp_…`).
-    fn spans(&self, span_id: &str) -> Vec<SpanData> {
-        self.exporter
-            .get_finished_spans()
-            .unwrap()
-            .into_iter()
-            .filter(|s| format!("sp_{}", s.span_context.span_id()) == span_id)
-            .collect()
-    }
-
-    /// The one exported span with this id.
-    fn span(&self, span_id: &str) -> SpanData {
-        let mut spans = self.spans(span_id);
-        assert_eq!(spans.len(), 1, "span {span_id} exported exactly once");
-        spans.remove(0)
-    }
-}
-
 fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
     span.attributes
         .iter()
@@ -923,7 +876,7 @@ fn recording(case: &ProviderCase, scenario: Scenario) -> Recording {
 // ---------------------------------------------------------------------------------
 // The scenarios
 
-async fn run(case: &ProviderCase, scenario: Scenario, cap: &Capture) {
+async fn run(case: &ProviderCase, scenario: Scenario, cap: &Memory) {
     if let Support::NoRecording(_) = case.support(scenario) {
         return; // Listed in the table with its reason; printed by the matrix test.
     }
@@ -981,7 +934,7 @@ async fn run(case: &ProviderCase, scenario: Scenario, cap: &Capture) {
             run.fake.enqueue_reply((case.error.reply)(status));
             let error = run.call().await.unwrap_err();
             assert_eq!(error.status(), Some(status), "{who}: {error}");
-            let spans = cap.exporter.get_finished_spans().unwrap();
+            let spans = cap.spans();
             let parent = run.parent_context().span_id();
             let span = spans
                 .iter()
@@ -1049,9 +1002,8 @@ async fn run(case: &ProviderCase, scenario: Scenario, cap: &Capture) {
                 Some(stream.finish().await.unwrap())
             };
             let after = SystemTime::now();
-            let spans = cap.spans(&span_id);
-            assert_eq!(spans.len(), 1, "{who}: the span ended once");
-            let span = &spans[0];
+            // Ended once: `span` finds it exported exactly once.
+            let span = &cap.span(&span_id);
             let why = match &outcome {
                 None => "[ABORTED] Stream dropped before completion",
                 Some(_) => "[ABORTED] Stream aborted",
@@ -1180,7 +1132,7 @@ fn json_escaped(text: &str) -> String {
 
 /// Runs a scenario for every provider at once, on this thread, under one capture.
 async fn every_provider(scenario: Scenario) {
-    let cap = capture();
+    let cap = Memory::install();
     join_all(PROVIDERS.iter().map(|case| run(case, scenario, &cap))).await;
 }
 

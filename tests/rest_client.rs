@@ -909,27 +909,7 @@ async fn list_all_ends_on_an_empty_or_repeated_cursor() {
 use opentelemetry::Value as OtelValue;
 use opentelemetry::trace::{SpanId, SpanKind, Status, TraceId};
 use opentelemetry_sdk::trace::SpanData;
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SimpleSpanProcessor};
 use tracing::Instrument;
-
-/// An OpenTelemetry pipeline into memory, as this thread's subscriber until the
-/// returned guard drops.
-fn in_memory() -> (
-    InMemorySpanExporter,
-    SdkTracerProvider,
-    tracing::subscriber::DefaultGuard,
-) {
-    use tracing_subscriber::layer::SubscriberExt;
-    support::keep_callsite_interest_shared();
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(SimpleSpanProcessor::new(exporter.clone()))
-        .with_id_generator(tracia::TraciaIdGenerator)
-        .build();
-    let subscriber = tracing_subscriber::registry().with(tracia::telemetry::layer(&provider));
-    let guard = tracing::subscriber::set_default(subscriber);
-    (exporter, provider, guard)
-}
 
 fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a OtelValue> {
     span.attributes
@@ -957,9 +937,9 @@ fn attr_json(span: &SpanData, key: &str) -> Value {
 }
 
 /// The spans of `prompts.run` calls.
-fn prompt_runs(exporter: &InMemorySpanExporter) -> Vec<SpanData> {
-    let spans = exporter.get_finished_spans().unwrap();
-    spans
+fn prompt_runs(memory: &support::Memory) -> Vec<SpanData> {
+    memory
+        .spans()
         .into_iter()
         .filter(|s| attr(s, "tracia.prompt.run").is_some())
         .collect()
@@ -1013,7 +993,7 @@ async fn session_prompt_runs_are_chained_genai_spans_parenting_the_servers_runs(
         .unwrap();
     create_joke_prompt(&tracia).await;
 
-    let (exporter, _provider, _subscriber) = in_memory();
+    let memory = support::Memory::install();
     let session = tracia
         .create_session()
         .with_session_id("conv_1")
@@ -1021,7 +1001,7 @@ async fn session_prompt_runs_are_chained_genai_spans_parenting_the_servers_runs(
     let first = session.prompts_run("joke", joke_run()).await.unwrap();
     let second = session.prompts_run("joke", joke_run()).await.unwrap();
 
-    let spans = prompt_runs(&exporter);
+    let spans = prompt_runs(&memory);
     assert_eq!(spans.len(), 2);
     let (a, b) = (&spans[0], &spans[1]);
     assert_eq!(
@@ -1108,7 +1088,7 @@ async fn a_refused_run_is_an_error_span_under_the_callers_span() {
     let (_dir, tracia, _) = collector(None).await;
     create_joke_prompt(&tracia).await;
 
-    let (exporter, _provider, _subscriber) = in_memory();
+    let memory = support::Memory::install();
     let handler = tracing::info_span!("handle_request");
     let run = RunPrompt {
         model: Some("gpt-3.5-turbo".into()),
@@ -1123,10 +1103,10 @@ async fn a_refused_run_is_an_error_span_under_the_callers_span() {
     drop(handler);
     assert_eq!(e.code(), ErrorCode::MissingVariables);
 
-    let spans = prompt_runs(&exporter);
+    let spans = prompt_runs(&memory);
     assert_eq!(spans.len(), 1);
     let span = &spans[0];
-    let all = exporter.get_finished_spans().unwrap();
+    let all = memory.spans();
     let handler = all.iter().find(|s| s.name == "handle_request").unwrap();
     assert_eq!(span.parent_span_id, handler.span_context.span_id());
     assert_eq!(

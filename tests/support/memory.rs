@@ -34,12 +34,15 @@ impl Memory {
         self.exporter.get_finished_spans().unwrap()
     }
 
-    /// The exported span of a result's `sp_…` id.
+    /// The exported span of a result's `sp_…` id, which must have been exported once.
     pub fn span(&self, span_id: &str) -> SpanData {
         let id = tracia::ids::parse_span_id(span_id).unwrap();
-        self.spans()
+        let mut spans: Vec<SpanData> = self
+            .spans()
             .into_iter()
-            .find(|s| s.span_context.span_id() == id)
-            .unwrap_or_else(|| panic!("{span_id} not exported"))
+            .filter(|s| s.span_context.span_id() == id)
+            .collect();
+        assert_eq!(spans.len(), 1, "span {span_id} exported exactly once");
+        spans.remove(0)
     }
 }
